@@ -1,0 +1,171 @@
+"""The `Backend` protocol every dialect implements, and `open_backend` to pick one by URL."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+from urllib.parse import urlsplit
+
+from ..errors import ConfigurationError, UnsupportedURLError
+
+if TYPE_CHECKING:
+    from typing_extensions import LiteralString
+
+    from .._columns import Family
+
+Dialect = Literal["sqlite", "postgresql"]
+
+
+@dataclass
+class MetricBatch:
+    """Rows for one run, ready to write: one tuple per step, all with the same columns.
+
+    Each row is ``(step, logged_at, value_1, ..., value_n, extra)`` where values line up with
+    `columns`, `logged_at` is a Unix time and `extra` is JSON text or None.
+    """
+
+    run_id: int
+    columns: list[tuple[str, Family | None]]
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+
+
+class Backend(Protocol):
+    """One open connection to a tracking database, in one SQL dialect.
+
+    Statements are written once with ``?`` placeholders; `sql` adapts them to the driver.
+    Nothing outside the backends knows which driver is in use.
+    """
+
+    dialect: Dialect
+    url: str  # with any password masked
+    column_types: dict[Family, str]  # family -> SQL type for new metric columns
+
+    def sql(self, text: LiteralString) -> str:
+        """Return `text` with ``?`` placeholders adapted to the driver's paramstyle."""
+        ...
+
+    def execute(self, sql: str, params: Sequence[Any] | None = None) -> None:
+        """Run one statement, in the current transaction if one is open, else on its own."""
+        ...
+
+    def fetchall(
+        self, sql: str, params: Sequence[Any] | None = None
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Run a query and return its column names and rows."""
+        ...
+
+    def transaction(self, *, exclusive: bool = False) -> AbstractContextManager[None]:
+        """Open a transaction; `exclusive` also serialises it against other writers' schema changes."""
+        ...
+
+    def quote(self, name: str) -> str:
+        """Quote an identifier for this dialect."""
+        ...
+
+    def json_param(self, text: str | None) -> Any:
+        """Wrap JSON text so it binds to a JSON column."""
+        ...
+
+    def timestamp(self, unix_time: float) -> Any:
+        """Convert a Unix time to the value this dialect stores in timestamp columns."""
+        ...
+
+    def metric_table_columns(self) -> dict[str, str]:
+        """Return the columns of ``metrics`` with their declared SQL types."""
+        ...
+
+    def add_metric_column(self, name: str, sql_type: str) -> None:
+        """Add a column to ``metrics`` unless it exists (inside an exclusive transaction)."""
+        ...
+
+    def widen_metric_column(self, name: str, sql_type: str) -> None:
+        """Change a metric column's type so it also stores floats (inside an exclusive transaction)."""
+        ...
+
+    def write_metrics(self, batch: MetricBatch, heartbeat: float) -> None:
+        """Upsert a batch in one transaction, merging into existing steps, and beat the heartbeat."""
+        ...
+
+    def apply_script(self, script: str) -> None:
+        """Run a multi-statement SQL script inside the current transaction."""
+        ...
+
+    def is_disconnect(self, exc: BaseException) -> bool:
+        """Whether `exc` means the connection is gone (retry after reconnecting)."""
+        ...
+
+    def reconnect(self) -> None:
+        """Drop the current connection and open a new one to the same database."""
+        ...
+
+    def close(self) -> None:
+        """Close the connection; safe to call twice."""
+        ...
+
+    def abandon(self) -> None:
+        """Forget the connection without closing it (in a forked child that inherited it)."""
+        ...
+
+
+def mask_password(url: str) -> str:
+    """Return `url` with the password, if any, replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = (parts.username or "") + ":***"
+    return parts._replace(netloc=f"{user}@{netloc[-1]}").geturl()
+
+
+DEFAULT_URL = "sqlite:///sqltrack.db"
+
+
+def resolve_url(url: str | os.PathLike[str] | None) -> str:
+    """Return the URL to use: `url`, else ``$SQLTRACK_URL``, else ``sqlite:///sqltrack.db``."""
+    if url is None:
+        url = os.environ.get("SQLTRACK_URL") or DEFAULT_URL
+    url = os.fspath(url)
+    if not isinstance(url, str) or not url.strip():
+        raise ConfigurationError(
+            f"database URL {url!r} is empty; expected e.g. 'sqlite:///sqltrack.db' or "
+            "'postgresql://user@host:5432/db'"
+        )
+    return url.strip()
+
+
+def open_backend(url: str) -> Backend:
+    """Open a backend for `url`, translating every failure into a `SQLTrackError`."""
+    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    if scheme == "sqlite":
+        from .sqlite import SQLiteBackend
+
+        return SQLiteBackend(url)
+    if scheme in ("postgresql", "postgres"):
+        from .postgres import PostgresBackend
+
+        return PostgresBackend(url)
+    raise UnsupportedURLError(
+        f"database URL {mask_password(url)!r} has an unsupported scheme {scheme!r}; expected "
+        "'sqlite:///relative/path.db', 'sqlite:////absolute/path.db' or "
+        "'postgresql://user@host:port/dbname'"
+    )
+
+
+def iter_statements(script: str) -> Iterator[str]:
+    """Split a SQLite script into complete statements (triggers and quoted ';' included)."""
+    import sqlite3
+
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip():
+                yield buffer.strip()
+            buffer = ""
+    if buffer.strip() and not all(
+        ln.strip().startswith("--") or not ln.strip() for ln in buffer.splitlines()
+    ):
+        yield buffer.strip()

@@ -1,0 +1,253 @@
+"""PostgreSQL backend: psycopg 3, COPY into a staging table, then one upsert per batch."""
+
+from __future__ import annotations
+
+import os
+import threading
+import zlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
+
+from .. import _json
+from ..errors import DatabaseError, DatabaseUnavailableError, MissingDependencyError
+from .base import MetricBatch, mask_password
+
+if TYPE_CHECKING:
+    import psycopg
+    from typing_extensions import LiteralString
+
+    from .._columns import Family
+
+#: Key of the advisory lock that serialises migrations and metric column changes.
+SCHEMA_LOCK_KEY = zlib.crc32(b"sqltrack-core schema") & 0x7FFFFFFF
+CONNECT_TIMEOUT_S = 10
+
+
+def _import_psycopg() -> Any:
+    try:
+        import psycopg
+    except ImportError as exc:
+        raise MissingDependencyError(
+            "PostgreSQL needs the psycopg driver, which is not installed; "
+            "run: pip install 'sqltrack-core[postgres]'"
+        ) from exc
+    return psycopg
+
+
+class PostgresBackend:
+    """A connection to one PostgreSQL database, in autocommit mode between transactions."""
+
+    dialect = "postgresql"
+    column_types: dict[Family, str] = {
+        "bool": "BOOLEAN",
+        "int": "BIGINT",
+        "float": "DOUBLE PRECISION",
+        "text": "TEXT",
+        "json": "JSONB",
+    }
+
+    def __init__(self, url: str) -> None:
+        self._psycopg = _import_psycopg()
+        self._dsn = "postgresql" + url[url.index(":") :]  # accept postgres:// too
+        self.url = mask_password(url)
+        self._lock = threading.RLock()
+        self._conn: psycopg.Connection[Any] | None = None
+        self._sql_cache: dict[str, str] = {}
+        self._connect()
+
+    def _connect(self) -> None:
+        psycopg = self._psycopg
+        kwargs: dict[str, Any] = {"autocommit": True}
+        query = parse_qs(urlsplit(self._dsn).query)
+        if "connect_timeout" not in query and "PGCONNECT_TIMEOUT" not in os.environ:
+            kwargs["connect_timeout"] = CONNECT_TIMEOUT_S
+        if "application_name" not in query and "PGAPPNAME" not in os.environ:
+            kwargs["application_name"] = "sqltrack"
+        try:
+            conn = psycopg.connect(self._dsn, **kwargs)
+        except psycopg.OperationalError as exc:
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DatabaseUnavailableError(
+                f"cannot connect to PostgreSQL at {self.url!r}: {detail}; check that the server "
+                "is running and the URL (or PGHOST/PGPORT/PGUSER) is right"
+            ) from exc
+        except psycopg.Error as exc:
+            raise DatabaseError(f"cannot connect to PostgreSQL at {self.url!r}: {exc}") from exc
+        from psycopg.types.json import set_json_loads
+
+        set_json_loads(_json.loads, conn)
+        self._conn = conn
+
+    @property
+    def conn(self) -> psycopg.Connection[Any]:
+        if self._conn is None:
+            raise DatabaseError(f"PostgreSQL connection to {self.url!r} is closed")
+        return self._conn
+
+    def _translate(self, exc: Exception) -> DatabaseError:
+        psycopg = self._psycopg
+        if isinstance(exc, psycopg.OperationalError) and (
+            self._conn is None or self._conn.closed or self._conn.broken
+        ):
+            return DatabaseUnavailableError(f"lost the connection to PostgreSQL at {self.url!r}: {exc}")
+        return DatabaseError(f"PostgreSQL error on {self.url!r}: {exc}")
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except self._psycopg.Error as exc:
+            raise self._translate(exc) from exc
+
+    def sql(self, text: LiteralString) -> str:
+        converted = self._sql_cache.get(text)
+        if converted is None:
+            converted = self._sql_cache[text] = text.replace("%", "%%").replace("?", "%s")
+        return converted
+
+    def execute(self, sql: str, params: Sequence[Any] | None = None) -> None:
+        with self._lock, self._errors():
+            self.conn.execute(sql, params)  # type: ignore[arg-type]  # composed or converted text
+
+    def fetchall(
+        self, sql: str, params: Sequence[Any] | None = None
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        with self._lock, self._errors():
+            cursor = self.conn.execute(sql, params)  # type: ignore[arg-type]
+            rows = cursor.fetchall() if cursor.description else []
+            names = [d.name for d in cursor.description or ()]
+            return names, rows
+
+    @contextmanager
+    def transaction(self, *, exclusive: bool = False) -> Iterator[None]:
+        with self._lock:
+            with self._errors():
+                tx = self.conn.transaction()
+                tx.__enter__()
+            try:
+                if exclusive:
+                    with self._errors():
+                        self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
+                yield
+            except BaseException as exc:
+                try:
+                    tx.__exit__(type(exc), exc, exc.__traceback__)
+                except self._psycopg.Error:
+                    pass  # the original error matters more than a failed rollback
+                raise
+            with self._errors():
+                tx.__exit__(None, None, None)
+
+    def quote(self, name: str) -> str:
+        return '"' + name.replace('"', '""') + '"'
+
+    def json_param(self, text: str | None) -> Any:
+        if text is None:
+            return None
+        from psycopg.types.json import Jsonb
+
+        return Jsonb(text, dumps=lambda s: s)
+
+    def timestamp(self, unix_time: float) -> Any:
+        return datetime.fromtimestamp(unix_time, timezone.utc)
+
+    def metric_table_columns(self) -> dict[str, str]:
+        _, rows = self.fetchall(
+            "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+            "WHERE a.attrelid = 'metrics'::regclass AND a.attnum > 0 AND NOT a.attisdropped"
+        )
+        return {name: sql_type for name, sql_type in rows}
+
+    def write_metrics(self, batch: MetricBatch, heartbeat: float) -> None:
+        from psycopg import sql
+
+        names = [sql.Identifier(name) for name, _ in batch.columns]
+        values = sql.SQL(", ").join([*names, sql.Identifier("extra")])
+        create = sql.SQL(
+            "CREATE TEMP TABLE sqltrack_stage ON COMMIT DROP AS "
+            "SELECT step, 0::float8 AS logged_at, {} FROM metrics WITH NO DATA"
+        ).format(values)
+        copy = sql.SQL("COPY sqltrack_stage (step, logged_at, {}) FROM STDIN").format(values)
+        updates = sql.SQL(", ").join(
+            [sql.SQL("logged_at = EXCLUDED.logged_at")]
+            + [sql.SQL("{0} = COALESCE(EXCLUDED.{0}, metrics.{0})").format(n) for n in names]
+            + [sql.SQL(
+                "extra = CASE WHEN metrics.extra IS NULL THEN EXCLUDED.extra "
+                "WHEN EXCLUDED.extra IS NULL THEN metrics.extra "
+                "ELSE metrics.extra || EXCLUDED.extra END"
+            )]
+        )
+        insert = sql.SQL(
+            "INSERT INTO metrics (run_id, step, logged_at, {values}) "
+            "SELECT {run_id}, step, to_timestamp(logged_at), {values} FROM sqltrack_stage "
+            "ON CONFLICT (run_id, step) DO UPDATE SET {updates}"
+        ).format(values=values, run_id=sql.Literal(batch.run_id), updates=updates)
+        with self.transaction(), self._errors():
+            cursor = self.conn.cursor()
+            cursor.execute(create)
+            with cursor.copy(copy) as writer:
+                for row in batch.rows:
+                    writer.write_row(row)
+            cursor.execute(insert)
+            cursor.execute(
+                "UPDATE runs SET heartbeat_at = %s WHERE id = %s",
+                (self.timestamp(heartbeat), batch.run_id),
+            )
+
+    def add_metric_column(self, name: str, sql_type: str) -> None:
+        from psycopg import sql
+
+        self.execute(
+            sql.SQL("ALTER TABLE metrics ADD COLUMN IF NOT EXISTS {} {}").format(  # type: ignore[arg-type]
+                sql.Identifier(name), sql.SQL(sql_type)  # type: ignore[arg-type]
+            )
+        )
+
+    def widen_metric_column(self, name: str, sql_type: str) -> None:
+        from psycopg import sql
+
+        self.execute(
+            sql.SQL("ALTER TABLE metrics ALTER COLUMN {0} TYPE {1} USING {0}::{1}").format(  # type: ignore[arg-type]
+                sql.Identifier(name), sql.SQL(sql_type)  # type: ignore[arg-type]
+            )
+        )
+
+    def apply_script(self, script: str) -> None:
+        # Without parameters psycopg sends the simple query protocol: many statements at once.
+        with self._lock, self._errors():
+            self.conn.execute(script.encode())
+
+    def is_disconnect(self, exc: BaseException) -> bool:
+        return isinstance(exc, DatabaseUnavailableError)
+
+    def reconnect(self) -> None:
+        self.abandon_quietly()
+        self._connect()
+
+    def abandon_quietly(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:  # noqa: BLE001 - the connection is already broken
+                pass
+            self._conn = None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                try:
+                    self._conn.close()
+                finally:
+                    self._conn = None
+
+    def abandon(self) -> None:
+        # psycopg does not close a connection from a process other than the one that made
+        # it, but keep a reference anyway so that nothing in the child touches its socket.
+        _ABANDONED.append(self._conn)
+        self._conn = None
+
+
+_ABANDONED: list[Any] = []

@@ -1,0 +1,377 @@
+"""Readers: runs with per-run aggregations computed in SQL, metric histories, lineage, any SQL.
+
+pandas is imported only inside these functions.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from . import _json
+from ._columns import Family, family_of_sql_type
+from .errors import ConfigurationError, MissingDependencyError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ._backends import Backend
+    from .runs import Run
+    from .tracker import Tracker
+
+__all__ = ["AGGREGATIONS", "lineage", "metrics", "query", "run_info", "runs"]
+
+AGGREGATIONS = ("last", "first", "min", "max", "mean", "count")
+_TIME_COLUMNS = ("created_at", "started_at", "ended_at", "heartbeat_at", "logged_at")
+
+
+def _pandas() -> Any:
+    try:
+        import pandas
+    except ImportError as exc:
+        raise MissingDependencyError(
+            "reading runs into DataFrames needs pandas, which is not installed; "
+            "run: pip install 'sqltrack-core[pandas]'"
+        ) from exc
+    return pandas
+
+
+def metric_columns(backend: Backend) -> dict[str, tuple[str, Family | None]]:
+    """Logged key -> (column name, family), in the order the columns were made."""
+    _, rows = backend.fetchall(
+        "SELECT key, column_name, sql_type FROM metric_columns ORDER BY created_at, column_name"
+    )
+    return {key: (name, family_of_sql_type(sql_type)) for key, name, sql_type in rows}
+
+
+def parse_metric_specs(
+    metrics: Mapping[str, str] | Sequence[tuple[str, str]] | Sequence[str] | None,
+) -> list[tuple[str, str]]:
+    """Normalise ``{"val/acc": "max"}``, ``[("val/acc", "max")]`` or ``["val/acc:max"]``."""
+    if metrics is None:
+        return []
+    if isinstance(metrics, str):
+        metrics = [metrics]
+    items: Iterable[Any] = metrics.items() if isinstance(metrics, Mapping) else metrics
+    specs = []
+    for item in items:
+        if isinstance(item, str):
+            key, sep, agg = item.rpartition(":")
+            if not sep or not key:
+                raise ConfigurationError(
+                    f"metric spec {item!r} needs the form KEY:AGG, e.g. 'val/acc:max'"
+                )
+        elif isinstance(item, tuple) and len(item) == 2:
+            key, agg = item
+        else:
+            raise ConfigurationError(f"metric spec {item!r} is neither 'KEY:AGG' nor (key, agg)")
+        agg = str(agg).lower()
+        if agg == "avg":
+            agg = "mean"
+        if agg not in AGGREGATIONS:
+            raise ConfigurationError(
+                f"aggregation {agg!r} for {key!r} is unknown; expected one of {', '.join(AGGREGATIONS)}"
+            )
+        specs.append((str(key), agg))
+    return specs
+
+
+def _decode(value: Any, family: Family | None | str, dialect: str) -> Any:
+    if value is None:
+        return None
+    if family == "float":
+        if isinstance(value, str):
+            return math.nan if value == "NaN" else float(value)
+        return float(value)
+    if family == "bool":
+        return bool(value)
+    if family in ("json", "extra"):
+        return _json.decode(value)
+    return value
+
+
+def _aggregate_sql(
+    b: Backend, key: str, agg: str, column: tuple[str, Family | None] | None, alias: str
+) -> tuple[str, list[Any], bool, Family | None | str]:
+    """Return (SQL expression, its params, whether it is a GROUP BY aggregate, result family)."""
+    sqlite = b.dialect == "sqlite"
+    if column is None:  # a key without a column: its values live in metrics.extra
+        family: Family | None | str = "extra"
+        value = "m.extra -> ?"
+        params = [key]
+        numeric = (
+            "CASE WHEN json_type(m.extra -> ?) IN ('integer', 'real') THEN m.extra ->> ? END"
+            if sqlite
+            else "CASE WHEN jsonb_typeof(m.extra -> ?) = 'number' THEN (m.extra ->> ?)::float8 END"
+        )
+        numeric_params = [key, key]
+    else:
+        name, family = column
+        value = "m." + b.quote(name)
+        params = []
+        numeric, numeric_params = value, []
+        if (family == "json" and agg in ("min", "max", "mean")) or (family == "text" and agg == "mean"):
+            raise ConfigurationError(f"aggregation {agg!r} needs a numeric metric; {key!r} holds {family}")
+    if agg in ("last", "first"):
+        order = "DESC" if agg == "last" else "ASC"
+        expr = (
+            f"(SELECT {value} FROM metrics m WHERE m.run_id = sel.id "  # noqa: S608 - quoted
+            f"AND {value} IS NOT NULL ORDER BY m.step {order} LIMIT 1)"
+        )
+        return expr, params + params, False, family
+    if agg == "count":
+        return f"count({value})", params, True, "int"
+    if family == "extra":
+        family, value, params = "float", numeric, numeric_params
+    if agg == "mean":
+        if family == "bool":
+            value = value if sqlite else f"{value}::int"
+        if sqlite and family == "float":  # NaN is stored as text: make the mean NaN, as PostgreSQL does
+            return (
+                f"CASE WHEN max(typeof({value}) = 'text') THEN 'NaN' ELSE avg({value}) END",
+                params + params,
+                True,
+                "float",
+            )
+        return f"avg({value})", params, True, "float"
+    if family == "bool" and not sqlite:
+        return f"{'bool_or' if agg == 'max' else 'bool_and'}({value})", params, True, "bool"
+    return f"{agg}({value})", params, True, family
+
+
+def _flatten(prefix: str, value: Any, into: dict[str, Any]) -> None:
+    if isinstance(value, dict) and value:
+        for key, inner in value.items():
+            _flatten(f"{prefix}.{key}", inner, into)
+    else:
+        into[prefix] = value
+
+
+def _times(df: pd.DataFrame) -> None:
+    pd = _pandas()
+    for column in _TIME_COLUMNS:
+        if column in df.columns:
+            df[column] = pd.to_datetime(df[column], utc=True, format="ISO8601")
+
+
+def runs(
+    tracker: Tracker,
+    experiment: str | None = None,
+    *,
+    metrics: Mapping[str, str] | Sequence[tuple[str, str]] | Sequence[str] | None = None,
+    where: str | None = None,
+    args: Sequence[Any] = (),
+) -> pd.DataFrame:
+    """See `Tracker.runs`."""
+    pd = _pandas()
+    b = tracker.backend
+    specs = parse_metric_specs(metrics)
+    columns = metric_columns(b) if specs else {}
+    stale = b.timestamp(time.time() - tracker.options.stale_after)
+    conditions, sel_params = [], [stale]
+    if experiment is not None:
+        conditions.append("e.name = ?")
+        sel_params.append(experiment)
+    if where:
+        conditions.append(f"({where})")
+        sel_params.extend(args)
+    sel = (
+        "SELECT r.id, r.uuid, e.name AS experiment, r.name, "
+        "CASE WHEN r.status = 'running' AND COALESCE(r.heartbeat_at, r.started_at, r.created_at) < ? "
+        "THEN 'crashed' ELSE r.status END AS status, r.created_at, r.started_at, r.ended_at, "
+        "r.heartbeat_at, r.owner, r.tags, r.comment, r.params "
+        "FROM runs r JOIN experiments e ON e.id = r.experiment_id"
+        + (" WHERE " + " AND ".join(conditions) if conditions else "")
+    )
+    grouped, group_params, outer, outer_params, families = [], [], [], [], []
+    for i, (key, agg) in enumerate(specs):
+        alias = f"a{i}"
+        expr, params, is_group, family = _aggregate_sql(b, key, agg, columns.get(key), alias)
+        families.append(family)
+        if is_group:
+            grouped.append(f"{expr} AS {alias}")
+            group_params.extend(params)
+            outer.append(f"g.{alias}")
+        else:
+            outer.append(f"{expr} AS {alias}")
+            outer_params.extend(params)
+    text = f"WITH sel AS ({sel})"
+    if grouped:
+        text += (
+            f", g AS (SELECT m.run_id, {', '.join(grouped)} FROM metrics m "  # noqa: S608
+            "JOIN sel ON m.run_id = sel.id GROUP BY m.run_id)"
+        )
+    text += " SELECT sel.*" + "".join(", " + o for o in outer) + " FROM sel"
+    if grouped:
+        text += " LEFT JOIN g ON g.run_id = sel.id"
+    text += " ORDER BY sel.id"
+    names, rows = b.fetchall(b.sql(text), [*sel_params, *group_params, *outer_params])  # type: ignore[arg-type]
+    records = []
+    base = len(names) - len(specs)
+    for row in rows:
+        record = dict(zip(names[:base], row[:base]))
+        record["uuid"] = str(record["uuid"])
+        record["tags"] = _json.decode(record["tags"])
+        params = _json.decode(record.pop("params")) or {}
+        for key, value in params.items():
+            _flatten(f"params.{key}", value, record)
+        for (key, agg), family, value in zip(specs, families, row[base:]):
+            record[f"{key}:{agg}"] = _decode(value, family, b.dialect)
+        records.append(record)
+    fixed = names[:base]
+    fixed.remove("params")
+    param_columns = sorted({k for r in records for k in r if k.startswith("params.")})
+    order = fixed + param_columns + [f"{k}:{a}" for k, a in specs]
+    df = pd.DataFrame.from_records(records, columns=order)
+    _times(df)
+    return df
+
+
+def _run_ids(run_ids: int | Run | Iterable[int | Run]) -> list[int]:
+    from .runs import Run
+
+    items: Iterable[Any] = [run_ids] if isinstance(run_ids, (int, Run)) else run_ids
+    ids = []
+    for item in items:
+        ident = item.id if isinstance(item, Run) else item
+        if isinstance(ident, bool) or not isinstance(ident, int):
+            raise ConfigurationError(f"run id {item!r} is a {type(item).__name__}; expected an int or a Run")
+        ids.append(ident)
+    return ids
+
+
+_DTYPES = {"int": "Int64", "float": "float64", "bool": "boolean"}
+
+
+def metrics(
+    tracker: Tracker, run_ids: int | Run | Iterable[int | Run], keys: Iterable[str] | None = None
+) -> pd.DataFrame:
+    """See `Tracker.metrics`."""
+    pd = _pandas()
+    b = tracker.backend
+    ids = _run_ids(run_ids)
+    columns = metric_columns(b)
+    wanted = list(columns) if keys is None else list(dict.fromkeys(keys))
+    selected = [(k, columns[k]) for k in wanted if k in columns]
+    if not ids:
+        return pd.DataFrame(columns=["run_id", "step", "logged_at", *wanted])
+    marks = ", ".join("?" for _ in ids)
+    select = ", ".join(["run_id", "step", "logged_at", *(b.quote(c[0]) for _, c in selected), "extra"])
+    names, rows = b.fetchall(
+        b.sql(f"SELECT {select} FROM metrics WHERE run_id IN ({marks}) ORDER BY run_id, step"),  # type: ignore[arg-type]  # noqa: S608
+        ids,
+    )
+    df = pd.DataFrame.from_records(rows, columns=["run_id", "step", "logged_at", *[k for k, _ in selected], "extra"])
+    for key, (_, family) in selected:
+        if family == "float" and b.dialect == "sqlite":
+            df[key] = [math.nan if v == "NaN" else v for v in df[key]]
+        elif family == "json" and b.dialect == "sqlite":
+            df[key] = [_json.decode(v) for v in df[key]]
+        elif family == "bool" and b.dialect == "sqlite":
+            df[key] = [None if v is None else bool(v) for v in df[key]]
+        dtype = _DTYPES.get(family or "")
+        if dtype is not None:
+            df[key] = df[key].astype(dtype)
+    extras: dict[str, list[Any]] = {}
+    for position, text in enumerate(df["extra"]):
+        if text is None:
+            continue
+        for key, value in _json.decode(text).items():
+            if keys is not None and key not in wanted:
+                continue
+            column = extras.setdefault(key, [None] * len(df))
+            column[position] = value
+    for key, values in extras.items():
+        if key in df.columns:  # a key with a column whose value did not fit it at some steps
+            merged = df[key].astype(object).where(df[key].notna(), pd.Series(values, dtype=object))
+            df[key] = merged
+        else:
+            df[key] = pd.Series(values, dtype=object)
+    df = df.drop(columns=["extra"])
+    if keys is None:  # keep only metrics these runs logged
+        empty = [k for k, _ in selected if k not in extras and df[k].isna().all()]
+        df = df.drop(columns=empty)
+    else:
+        for key in wanted:
+            if key not in df.columns:
+                df[key] = pd.Series([None] * len(df), dtype=object)
+        df = df[["run_id", "step", "logged_at", *wanted]]
+    else_order = [c for c in df.columns if c not in ("run_id", "step", "logged_at")]
+    df = df[["run_id", "step", "logged_at", *else_order]]
+    _times(df)
+    return df.reset_index(drop=True)
+
+
+def lineage(tracker: Tracker, run_id: int) -> pd.DataFrame:
+    """See `Tracker.lineage`: one row per link on a path to or from the run."""
+    pd = _pandas()
+    b = tracker.backend
+    text = (
+        "WITH RECURSIVE up (from_run_id, kind, to_run_id, depth, evidence) AS ("
+        " SELECT from_run_id, kind, to_run_id, 1, evidence FROM run_links WHERE from_run_id = ?"
+        " UNION SELECT l.from_run_id, l.kind, l.to_run_id, up.depth + 1, l.evidence"
+        " FROM run_links l JOIN up ON l.from_run_id = up.to_run_id WHERE up.depth < 100),"
+        " down (from_run_id, kind, to_run_id, depth, evidence) AS ("
+        " SELECT from_run_id, kind, to_run_id, 1, evidence FROM run_links WHERE to_run_id = ?"
+        " UNION SELECT l.from_run_id, l.kind, l.to_run_id, down.depth + 1, l.evidence"
+        " FROM run_links l JOIN down ON l.to_run_id = down.from_run_id WHERE down.depth < 100),"
+        " edges AS (SELECT 'ancestor' AS relation, to_run_id AS run_id, depth, kind, from_run_id,"
+        " to_run_id, evidence FROM up UNION ALL SELECT 'descendant', from_run_id, depth, kind,"
+        " from_run_id, to_run_id, evidence FROM down)"
+        " SELECT edges.relation, edges.depth, edges.run_id, r.uuid, e.name AS experiment,"
+        " r.name, r.status, edges.kind, edges.from_run_id, edges.to_run_id, edges.evidence"
+        " FROM edges JOIN runs r ON r.id = edges.run_id"
+        " JOIN experiments e ON e.id = r.experiment_id"
+        " ORDER BY edges.relation, edges.depth, edges.run_id, edges.kind"
+    )
+    names, rows = b.fetchall(b.sql(text), (run_id, run_id))
+    df = pd.DataFrame.from_records(rows, columns=names)
+    df["uuid"] = df["uuid"].astype(str)
+    df["evidence"] = [_json.decode(v) for v in df["evidence"]]
+    return df
+
+
+def run_info(tracker: Tracker, run_id: int) -> dict[str, Any]:
+    """See `Tracker.run_info`."""
+    b = tracker.backend
+    frame = runs(tracker, where="r.id = ?", args=[run_id])
+    info = frame.iloc[0].to_dict()
+    _, rows = b.fetchall(b.sql("SELECT env FROM runs WHERE id = ?"), (run_id,))
+    info["env"] = _json.decode(rows[0][0])
+    _, links = b.fetchall(
+        b.sql(
+            "SELECT 'out' AS direction, kind, to_run_id AS other, evidence FROM run_links WHERE from_run_id = ?"
+            " UNION ALL SELECT 'in', kind, from_run_id, evidence FROM run_links WHERE to_run_id = ?"
+        ),
+        (run_id, run_id),
+    )
+    info["links"] = [
+        {"direction": d, "kind": k, "run_id": o, "evidence": _json.decode(e)} for d, k, o, e in links
+    ]
+    history = metrics(tracker, [run_id])
+    summary = {}
+    for key in history.columns[3:]:
+        series = history[key].dropna()
+        if series.empty:
+            continue
+        entry: dict[str, Any] = {"count": int(series.size), "last": series.iloc[-1],
+                                 "last_step": int(history.loc[series.index[-1], "step"])}
+        try:
+            numeric = series.astype(float)
+            entry["min"], entry["max"] = float(numeric.min()), float(numeric.max())
+        except (TypeError, ValueError):
+            pass
+        summary[key] = entry
+    info["metrics"] = summary
+    return info
+
+
+def query(
+    tracker: Tracker, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None
+) -> pd.DataFrame:
+    """See `Tracker.query`. Placeholders are the driver's: ``?`` on SQLite, ``%s`` on PostgreSQL."""
+    pd = _pandas()
+    names, rows = tracker.backend.fetchall(sql, params)  # type: ignore[arg-type]
+    return pd.DataFrame.from_records(rows, columns=names)

@@ -1,0 +1,431 @@
+"""Runs: lifecycle with guarded status transitions, and the non-blocking `Run.log`."""
+
+from __future__ import annotations
+
+import atexit
+import enum
+import os
+import signal
+import sys
+import threading
+import time
+import uuid as uuid_module
+from collections.abc import Callable, Iterable, Mapping
+from types import FrameType, TracebackType
+from typing import TYPE_CHECKING, Any
+
+from . import _json
+from ._warn import logger, warn_once
+from .errors import ConfigurationError, MetricTypeError, RunStateError, SQLTrackError
+from .writer import MetricWriter, Operation
+
+if TYPE_CHECKING:
+    from ._backends import Backend
+    from .tracker import Tracker
+
+__all__ = ["Run", "RunStatus"]
+
+_MIN_INT64, _MAX_INT64 = -(2**63), 2**63 - 1
+
+
+class RunStatus(str, enum.Enum):
+    """Status of a run. `CRASHED` is never stored: readers report it for a stale heartbeat."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    CRASHED = "crashed"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
+
+
+def _convert(key: Any, value: Any) -> Any:
+    """Slow path of `Run.log`: validate the key and convert anything but a plain scalar."""
+    if not isinstance(key, str) or not key:
+        raise MetricTypeError(
+            f"metric key {key!r} is a {type(key).__name__}; expected a non-empty str"
+        )
+    value = _json.scalar(value)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return str(value) if isinstance(value, str) and type(value) is not str else value
+    if isinstance(value, (Mapping, list, tuple)):
+        return _json.metric_json(value, repr(key))
+    _json.metric_json(value, repr(key))  # raises MetricTypeError naming key and type
+    raise AssertionError("unreachable")
+
+
+def _check_step(step: Any) -> int:
+    step = _json.scalar(step)
+    if isinstance(step, bool) or not isinstance(step, int):
+        raise MetricTypeError(f"step {step!r} is a {type(step).__name__}; expected an int")
+    if not _MIN_INT64 <= step <= _MAX_INT64:
+        raise MetricTypeError(f"step {step!r} is out of range; expected a 64-bit integer")
+    return int(step)
+
+
+class Run:
+    """One tracked run: log metrics, params, tags and links; finish with a status.
+
+    Example::
+
+        with tracker.start_run("mnist", params={"lr": 1e-3}) as run:
+            run.log({"train/loss": 0.25}, step=1)
+    """
+
+    def __init__(
+        self,
+        tracker: Tracker,
+        *,
+        id: int,
+        uuid: uuid_module.UUID,
+        experiment: str,
+        name: str | None,
+        params: dict[str, Any],
+        tags: list[str],
+        comment: str | None,
+    ) -> None:
+        self.id = id
+        self.uuid = uuid
+        self.experiment = experiment
+        self.name = name
+        self.params = params
+        self.tags = tags
+        self._comment = comment
+        self._tracker = tracker
+        self._status = RunStatus.RUNNING
+        self._state_lock = threading.Lock()
+        self._next_step = 0
+        options = tracker.options
+        self._writer = MetricWriter(
+            id,
+            tracker._open_backend,
+            tracker.registry,
+            label=f"{id} ({experiment}/{name or uuid})",
+            flush_interval=options.flush_interval,
+            max_pending=options.max_pending,
+        )
+        self._queue = self._writer.queue
+        self._max_pending = options.max_pending
+        _register(self)
+
+    def __repr__(self) -> str:
+        return f"<Run id={self.id} uuid={self.uuid} {self.experiment}/{self.name} {self.status.value}>"
+
+    @property
+    def status(self) -> RunStatus:
+        """The run's status as this process knows it."""
+        return self._status
+
+    @property
+    def tracker(self) -> Tracker:
+        return self._tracker
+
+    # -- metrics ------------------------------------------------------------------------------
+
+    def log(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        """Record `metrics` at `step` (default: one past the last step); never waits for the DB.
+
+        Raises:
+            MetricTypeError: a key is not a non-empty str, or a value is not loggable.
+            RunStateError: the run has finished.
+        """
+        if self._status is not RunStatus.RUNNING:
+            raise RunStateError(
+                f"run {self.id} is {self._status.value}; log() needs a running run"
+            )
+        if not isinstance(metrics, Mapping):
+            raise MetricTypeError(
+                f"metrics {metrics!r:.80} is a {type(metrics).__name__}; expected a dict "
+                "such as {'train/loss': 0.25}"
+            )
+        values = {}
+        for key, value in metrics.items():
+            kind = type(value)
+            if type(key) is str and key and (
+                kind is float or kind is int or kind is bool or kind is str or value is None
+            ):
+                values[key] = value
+            else:
+                values[key] = _convert(key, value)
+        if step is None:
+            step = self._next_step
+        elif type(step) is not int:
+            step = _check_step(step)
+        elif not _MIN_INT64 <= step <= _MAX_INT64:
+            step = _check_step(step)
+        if step >= self._next_step:
+            self._next_step = step + 1
+        queue = self._queue
+        queue.append((step, time.time(), values))
+        if len(queue) == 1 or len(queue) >= self._max_pending:
+            self._writer.ensure_started()
+            if len(queue) >= self._max_pending:
+                self._writer.wake.set()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Block until everything logged so far is written; False if `timeout` ran out."""
+        return self._writer.flush(timeout)
+
+    # -- metadata -----------------------------------------------------------------------------
+
+    def _write(self, fn: Callable[[Backend], None]) -> None:
+        """Run a metadata write on the writer thread, after the metrics logged before it.
+
+        Waits a little so that errors surface here; if the database is unreachable the write
+        stays queued and is made when it returns.
+        """
+        operation = Operation(fn)
+        self._writer.submit(operation)
+        if not operation.done.wait(self._tracker.options.metadata_timeout):
+            warn_once(
+                f"run:{self.uuid}",
+                "metadata-pending",
+                f"sqltrack: the database did not answer in time; run {self.id}'s update is "
+                "queued and will be written when it returns",
+            )
+            return
+        if operation.error is not None:
+            raise operation.error
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Merge `params` (nested dicts merge key by key) into the run's params."""
+        if not isinstance(params, Mapping):
+            raise ConfigurationError(f"params {params!r:.80} is a {type(params).__name__}; expected a dict")
+        _deep_merge(self.params, _json.jsonable(params))
+        text = _json.dumps(self.params)
+        self._write(lambda b: b.execute(
+            b.sql("UPDATE runs SET params = ? WHERE id = ?"), (b.json_param(text), self.id)
+        ))
+
+    def set_tags(self, tags: Iterable[str]) -> None:
+        """Replace the run's tags."""
+        self.tags = _check_tags(tags)
+        self._write_tags()
+
+    def add_tags(self, *tags: str) -> None:
+        """Add tags, keeping the existing ones and their order."""
+        for tag in _check_tags(tags):
+            if tag not in self.tags:
+                self.tags.append(tag)
+        self._write_tags()
+
+    def _write_tags(self) -> None:
+        text = _json.dumps(self.tags)
+        self._write(lambda b: b.execute(
+            b.sql("UPDATE runs SET tags = ? WHERE id = ?"), (b.json_param(text), self.id)
+        ))
+
+    @property
+    def comment(self) -> str | None:
+        """A free-text comment; assigning it writes it."""
+        return self._comment
+
+    @comment.setter
+    def comment(self, text: str | None) -> None:
+        if text is not None and not isinstance(text, str):
+            raise ConfigurationError(f"comment {text!r:.80} is a {type(text).__name__}; expected a str or None")
+        self._comment = text
+        self._write(lambda b: b.execute(
+            b.sql("UPDATE runs SET comment = ? WHERE id = ?"), (text, self.id)
+        ))
+
+    def link(
+        self, kind: str, other: Run | int | str | uuid_module.UUID, evidence: Mapping[str, Any] | None = None
+    ) -> None:
+        """Record that this run relates to `other` (``run.link("finetuned_from", base)``)."""
+        if not isinstance(kind, str) or not kind.strip():
+            raise ConfigurationError(f"link kind {kind!r} must be a non-empty str such as 'finetuned_from'")
+        to_id = self._tracker._run_id(other)
+        if to_id == self.id:
+            raise ConfigurationError(f"run {self.id} cannot be linked to itself")
+        text = _json.dumps(_json.jsonable(dict(evidence or {})))
+        self._write(lambda b: b.execute(
+            b.sql(
+                "INSERT INTO run_links (from_run_id, kind, to_run_id, evidence) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (from_run_id, kind, to_run_id) DO UPDATE SET evidence = excluded.evidence"
+            ),
+            (self.id, kind, to_id, b.json_param(text)),
+        ))
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def finish(self, status: RunStatus | str = RunStatus.COMPLETED, *, timeout: float | None = None) -> None:
+        """Flush and end the run with `status`; calling it again with the same status is a no-op.
+
+        Raises:
+            RunStateError: the run already ended with another status, or `status` is not final.
+        """
+        try:
+            target = RunStatus(status)
+        except ValueError:
+            raise ConfigurationError(
+                f"status {status!r} is not one of 'completed', 'failed', 'cancelled'"
+            ) from None
+        if not target.is_terminal:
+            raise RunStateError(f"a run can only finish as completed, failed or cancelled, not {target.value!r}")
+        with self._state_lock:
+            if self._status is target:
+                return
+            if self._status is not RunStatus.RUNNING:
+                raise RunStateError(
+                    f"run {self.id} already ended as {self._status.value}; cannot change it to {target.value}"
+                )
+            self._status = target
+        _unregister(self)
+        ended = time.time()
+
+        def write(b: Backend) -> None:
+            stamp = b.timestamp(ended)
+            b.execute(
+                b.sql("UPDATE runs SET status = ?, ended_at = ?, heartbeat_at = ? WHERE id = ?"),
+                (target.value, stamp, stamp, self.id),
+            )
+
+        self._writer.submit(Operation(write))
+        wait = self._tracker.options.finish_timeout if timeout is None else timeout
+        if not self._writer.close(wait):
+            warn_once(
+                f"run:{self.uuid}",
+                "finish",
+                f"sqltrack: run {self.id} ended as {target.value} but {self._writer.unwritten} "
+                f"steps are not written yet (database unreachable for {wait:.0f} s); the writer "
+                "keeps retrying while this process lives",
+            )
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._status is not RunStatus.RUNNING:
+            return
+        status = _status_for(exc)
+        try:
+            self.finish(status)
+        except Exception:
+            if exc is None:
+                raise
+            # Never replace the user's exception with a cleanup failure.
+            logger.exception("sqltrack: could not finish run %s", self.id)
+
+    def _after_fork(self) -> None:
+        self._state_lock = threading.Lock()
+        self._writer.forget_after_fork()
+
+
+def _status_for(exc: BaseException | None) -> RunStatus:
+    if exc is None:
+        return RunStatus.COMPLETED
+    if isinstance(exc, KeyboardInterrupt):
+        return RunStatus.CANCELLED
+    if isinstance(exc, SystemExit) and exc.code in (0, None):
+        return RunStatus.COMPLETED
+    return RunStatus.FAILED
+
+
+def _check_tags(tags: Iterable[str]) -> list[str]:
+    if isinstance(tags, str):
+        raise ConfigurationError(f"tags {tags!r} is a str; expected a list of str such as [{tags!r}]")
+    checked = []
+    for tag in tags:
+        if not isinstance(tag, str) or not tag:
+            raise ConfigurationError(f"tag {tag!r} is a {type(tag).__name__}; expected a non-empty str")
+        if tag not in checked:
+            checked.append(tag)
+    return checked
+
+
+def _deep_merge(into: dict[str, Any], new: Mapping[str, Any]) -> None:
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _deep_merge(into[key], value)
+        else:
+            into[key] = value
+
+
+# -- process-wide: active runs, SIGTERM, interpreter exit, fork -------------------------------
+
+_active: dict[int, Run] = {}
+_active_lock = threading.RLock()
+_previous_sigterm: Any = None
+_sigterm_installed = False
+
+
+def _register(run: Run) -> None:
+    global _previous_sigterm, _sigterm_installed
+    with _active_lock:
+        _active[id(run)] = run
+        if _sigterm_installed or threading.current_thread() is not threading.main_thread():
+            return
+        previous = signal.getsignal(signal.SIGTERM)
+        if previous is signal.SIG_IGN or previous is None:
+            return  # ignored, or set outside Python: leave it alone
+        try:
+            signal.signal(signal.SIGTERM, _on_sigterm)
+        except ValueError:
+            return
+        _previous_sigterm, _sigterm_installed = previous, True
+
+
+def _unregister(run: Run) -> None:
+    global _sigterm_installed
+    with _active_lock:
+        _active.pop(id(run), None)
+        if _active or not _sigterm_installed:
+            return
+        if threading.current_thread() is threading.main_thread():
+            if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+                signal.signal(signal.SIGTERM, _previous_sigterm)
+            _sigterm_installed = False
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    previous = _previous_sigterm
+    for run in list(_active.values()):
+        try:
+            run.finish(RunStatus.CANCELLED, timeout=10.0)
+        except SQLTrackError:
+            logger.exception("sqltrack: could not cancel run %s", run.id)
+    if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+        signal.signal(signal.SIGTERM, previous)
+    if callable(previous):
+        previous(signum, frame)
+    elif previous == signal.SIG_DFL:
+        os.kill(os.getpid(), signal.SIGTERM)  # die as the default action would
+
+
+@atexit.register
+def _finish_at_exit() -> None:
+    """Finish runs nobody finished: failed/cancelled if an uncaught exception ends Python."""
+    exc = getattr(sys, "last_exc", None) or getattr(sys, "last_value", None)
+    status = _status_for(exc)
+    for run in list(_active.values()):
+        try:
+            run.finish(status)
+        except Exception:  # noqa: BLE001 - interpreter exit: report, never raise
+            logger.exception("sqltrack: could not finish run %s at exit", run.id)
+
+
+def _after_fork_in_child() -> None:
+    # A forked child (e.g. a DataLoader worker) must never write through, or close, the
+    # parent's connections, nor finish the parent's runs at its exit. Its runs keep working:
+    # a later log() opens a connection of the child's own.
+    global _active_lock, _sigterm_installed
+    _active_lock = threading.RLock()
+    for run in list(_active.values()):
+        run._after_fork()
+    _active.clear()
+    _sigterm_installed = False
+    from .tracker import _after_fork_in_child as tracker_after_fork
+
+    tracker_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+

@@ -1,0 +1,313 @@
+"""`connect()` and the `Tracker`: one database, its runs, and the readers over them."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid as uuid_module
+import weakref
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from . import _env, _json, analysis, migrations
+from ._backends import Backend, open_backend
+from ._backends.base import mask_password, resolve_url
+from .errors import ConfigurationError, NotFoundError
+from .runs import Run, _check_tags
+from .writer import DEFAULT_COLUMN_BUDGET, ColumnRegistry
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["Options", "Tracker", "connect"]
+
+
+@dataclass
+class Options:
+    """Tuning knobs of a `Tracker`; the defaults suit training loops."""
+
+    #: seconds between background flushes
+    flush_interval: float = 1.0
+    #: queued rows that trigger an early flush
+    max_pending: int = 5000
+    #: metric columns allowed before new keys go to ``metrics.extra`` (PostgreSQL caps tables at 1,600)
+    column_budget: int = DEFAULT_COLUMN_BUDGET
+    #: a running run whose heartbeat is older than this many seconds reads as ``crashed``
+    stale_after: float = 300.0
+    #: seconds `Run.finish` waits for the last rows to be written
+    finish_timeout: float = 60.0
+    #: seconds a metadata write (tags, params, links) waits before it is left queued
+    metadata_timeout: float = 10.0
+
+    def check(self) -> None:
+        for name in ("flush_interval", "stale_after", "finish_timeout", "metadata_timeout"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+                raise ConfigurationError(f"option {name}={value!r} must be a positive number of seconds")
+        for name in ("max_pending", "column_budget"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigurationError(f"option {name}={value!r} must be a positive int")
+        if self.column_budget > 1500:
+            raise ConfigurationError(
+                f"option column_budget={self.column_budget!r} is too large; PostgreSQL allows "
+                "1,600 columns per table, so use at most 1500"
+            )
+
+
+_trackers: weakref.WeakSet[Tracker] = weakref.WeakSet()
+
+
+class Tracker:
+    """A tracking database: start runs in it and read them back.
+
+    Example::
+
+        tracker = sqltrack.connect("sqlite:///sqltrack.db")
+        with tracker.start_run("mnist", params={"lr": 1e-3}) as run:
+            run.log({"train/loss": 0.25}, step=1)
+    """
+
+    def __init__(self, url: str | os.PathLike[str] | None = None, *, migrate: bool = True, **options: Any) -> None:
+        unknown = set(options) - set(Options.__dataclass_fields__)
+        if unknown:
+            raise ConfigurationError(
+                f"unknown option(s) {sorted(unknown)!r}; expected some of {sorted(Options.__dataclass_fields__)!r}"
+            )
+        self.options = Options(**options)
+        self.options.check()
+        self.url = resolve_url(url)
+        self._lock = threading.RLock()
+        self._backend: Backend = open_backend(self.url)
+        self.registry = ColumnRegistry(self.options.column_budget)
+        if migrate:
+            migrations.migrate(self._backend)
+        _trackers.add(self)
+
+    def __repr__(self) -> str:
+        return f"<Tracker {mask_password(self.url)}>"
+
+    @property
+    def dialect(self) -> str:
+        """``'sqlite'`` or ``'postgresql'``."""
+        return self._backend.dialect
+
+    @property
+    def backend(self) -> Backend:
+        """The reader connection (for this package's modules; users call `query`)."""
+        return self._backend
+
+    def _open_backend(self) -> Backend:
+        return open_backend(self.url)
+
+    def migrate(self, directory: str | os.PathLike[str] | None = None) -> list[migrations.Migration]:
+        """Apply pending built-in migrations, then those in `directory` if given."""
+        with self._lock:
+            done = migrations.migrate(self._backend)
+            if directory is not None:
+                done += migrations.migrate(self._backend, directory)
+            self.registry.refresh(self._backend)
+            return done
+
+    # -- runs ---------------------------------------------------------------------------------
+
+    def start_run(
+        self,
+        experiment: str,
+        *,
+        name: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        tags: Iterable[str] | None = None,
+        comment: str | None = None,
+    ) -> Run:
+        """Create a running run in `experiment` (created if new); use it as a context manager."""
+        if not isinstance(experiment, str) or not experiment.strip():
+            raise ConfigurationError(f"experiment {experiment!r} must be a non-empty str")
+        if name is not None and not isinstance(name, str):
+            raise ConfigurationError(f"run name {name!r} is a {type(name).__name__}; expected a str")
+        if params is not None and not isinstance(params, Mapping):
+            raise ConfigurationError(f"params {params!r:.80} is a {type(params).__name__}; expected a dict")
+        if comment is not None and not isinstance(comment, str):
+            raise ConfigurationError(f"comment {comment!r:.80} is a {type(comment).__name__}; expected a str")
+        checked_tags = _check_tags(tags or [])
+        plain_params = _json.jsonable(dict(params or {}))
+        env = _env.capture()
+        run_uuid = uuid_module.uuid4()
+        b = self._backend
+        now = b.timestamp(time.time())
+        with self._lock, b.transaction():
+            b.execute(
+                b.sql("INSERT INTO experiments (name) VALUES (?) ON CONFLICT (name) DO NOTHING"),
+                (experiment,),
+            )
+            _, rows = b.fetchall(b.sql("SELECT id FROM experiments WHERE name = ?"), (experiment,))
+            experiment_id = rows[0][0]
+            b.execute(
+                b.sql(
+                    "INSERT INTO runs (uuid, experiment_id, name, status, started_at, heartbeat_at, "
+                    "params, env, tags, comment, owner) VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, "
+                    + ("?)" if b.dialect == "sqlite" else "current_user)")
+                ),
+                (
+                    str(run_uuid), experiment_id, name, now, now,
+                    b.json_param(_json.dumps(plain_params)),
+                    b.json_param(_json.dumps(env)),
+                    b.json_param(_json.dumps(checked_tags)),
+                    comment,
+                    *([env.get("user")] if b.dialect == "sqlite" else []),
+                ),
+            )
+            _, rows = b.fetchall(b.sql("SELECT id FROM runs WHERE uuid = ?"), (str(run_uuid),))
+        return Run(
+            self,
+            id=int(rows[0][0]),
+            uuid=run_uuid,
+            experiment=experiment,
+            name=name,
+            params=plain_params,
+            tags=checked_tags,
+            comment=comment,
+        )
+
+    def _run_id(self, ref: Run | int | str | uuid_module.UUID) -> int:
+        """Resolve a run given as a `Run`, an integer id, or a UUID (object or text)."""
+        if isinstance(ref, Run):
+            return ref.id
+        b = self._backend
+        if isinstance(ref, int) and not isinstance(ref, bool):
+            _, rows = b.fetchall(b.sql("SELECT id FROM runs WHERE id = ?"), (ref,))
+        elif isinstance(ref, (str, uuid_module.UUID)):
+            text = str(ref).strip()
+            if text.isdigit():
+                return self._run_id(int(text))
+            try:
+                parsed = uuid_module.UUID(text)
+            except ValueError:
+                raise ConfigurationError(
+                    f"run {ref!r} is neither an integer id nor a UUID"
+                ) from None
+            _, rows = b.fetchall(b.sql("SELECT id FROM runs WHERE uuid = ?"), (str(parsed),))
+        else:
+            raise ConfigurationError(
+                f"run {ref!r} is a {type(ref).__name__}; expected a Run, an int id or a UUID"
+            )
+        if not rows:
+            raise NotFoundError(f"no run {ref!r} in {mask_password(self.url)}")
+        return int(rows[0][0])
+
+    # -- readers ------------------------------------------------------------------------------
+
+    def runs(
+        self,
+        experiment: str | None = None,
+        *,
+        metrics: Mapping[str, str] | Sequence[tuple[str, str]] | Sequence[str] | None = None,
+        where: str | None = None,
+        args: Sequence[Any] = (),
+    ) -> pd.DataFrame:
+        """One row per run: status (stale heartbeat -> ``crashed``), times, ``params.*``, aggregates.
+
+        Args:
+            experiment: only runs of this experiment.
+            metrics: per-run aggregations computed in SQL, e.g. ``{"val/acc": "max"}`` or
+                ``["val/acc:max", "val/acc:last"]``; aggregations are ``last``, ``first``,
+                ``min``, ``max``, ``mean`` and ``count``. Columns are named ``key:agg``.
+            where: an extra SQL condition on the ``runs`` table aliased ``r`` (trusted SQL),
+                with ``?`` placeholders bound from `args`.
+        """
+        with self._lock:
+            return analysis.runs(self, experiment, metrics=metrics, where=where, args=args)
+
+    def metrics(self, run_ids: int | Run | Iterable[int | Run], keys: Iterable[str] | None = None) -> pd.DataFrame:
+        """One row per run and step, one column per metric named by its original key."""
+        with self._lock:
+            return analysis.metrics(self, run_ids, keys)
+
+    def lineage(self, run: Run | int | str | uuid_module.UUID) -> pd.DataFrame:
+        """The ancestors and descendants of a run through ``run_links``, with link kinds."""
+        with self._lock:
+            return analysis.lineage(self, self._run_id(run))
+
+    def run_info(self, run: Run | int | str | uuid_module.UUID) -> dict[str, Any]:
+        """Everything stored about one run: its row, links and per-metric summary."""
+        with self._lock:
+            return analysis.run_info(self, self._run_id(run))
+
+    def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> pd.DataFrame:
+        """Run any SQL and return the result as a DataFrame."""
+        with self._lock:
+            return analysis.query(self, sql, params)
+
+    def close(self) -> None:
+        """Close the reader connection (runs keep their own writer connections)."""
+        with self._lock:
+            self._backend.close()
+
+    def __enter__(self) -> Tracker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _after_fork(self) -> None:
+        self._lock = threading.RLock()
+        self.registry._lock = threading.Lock()
+        self._backend.abandon()
+        self._backend = _LazyBackend(self.url)  # type: ignore[assignment]
+
+
+class _LazyBackend:
+    """Stands in for a connection inherited over fork until the child first needs one."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._real: Backend | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._real is None:
+            self._real = open_backend(self._url)
+        return getattr(self._real, name)
+
+
+def _after_fork_in_child() -> None:
+    for tracker in list(_trackers):
+        tracker._after_fork()
+    global _default
+    _default = {}
+
+
+def connect(url: str | os.PathLike[str] | None = None, *, migrate: bool = True, **options: Any) -> Tracker:
+    """Open the tracking database at `url` and bring its schema up to date.
+
+    `url` defaults to ``$SQLTRACK_URL``, else ``sqlite:///sqltrack.db`` in the working
+    directory. Options are those of `Options` (``flush_interval``, ``column_budget``, ...).
+    """
+    return Tracker(url, migrate=migrate, **options)
+
+
+_default: dict[str, Tracker] = {}
+_default_lock = threading.Lock()
+
+
+def default_tracker() -> Tracker:
+    """The tracker for ``$SQLTRACK_URL`` (or the default SQLite file), connected once."""
+    url = resolve_url(None)
+    with _default_lock:
+        tracker = _default.get(url)
+        if tracker is None:
+            tracker = _default[url] = connect(url)
+        return tracker
+
+
+def start_run(
+    experiment: str,
+    *,
+    name: str | None = None,
+    params: Mapping[str, Any] | None = None,
+    tags: Iterable[str] | None = None,
+    comment: str | None = None,
+) -> Run:
+    """`Tracker.start_run` on the default tracker (see `connect`)."""
+    return default_tracker().start_run(experiment, name=name, params=params, tags=tags, comment=comment)
