@@ -30,6 +30,7 @@ __all__ = [
     "NotFoundError",
     "Options",
     "Run",
+    "RunStateError",
     "RunStatus",
     "SQLTrackError",
     "SQLTrackWarning",

@@ -22,15 +22,17 @@ FIXED_COLUMNS = frozenset({"run_id", "step", "logged_at", "extra"})
 #: "reserved (can be function or type)"): a column named like one needs quotes in every
 #: query, so such a key gets a trailing underscore instead (`order` -> `order_`).
 RESERVED_WORDS = frozenset(
-    """all analyse analyze and any array as asc asymmetric authorization binary both case cast
+    """
+    all analyse analyze and any array as asc asymmetric authorization binary both case cast
     check collate collation column concurrently constraint create cross current_catalog
-    current_date current_role current_schema current_time current_timestamp current_user default
-    deferrable desc distinct do else end except false fetch for foreign freeze from full grant
-    group having ilike in initially inner intersect into is isnull join lateral leading left like
-    limit localtime localtimestamp natural not notnull null offset on only or order outer
-    overlaps placing primary references returning right select session_user similar some
-    symmetric system_user table tablesample then to trailing true union unique user using
-    variadic verbose when where window with""".split()
+    current_date current_role current_schema current_time current_timestamp current_user
+    default deferrable desc distinct do else end except false fetch for foreign freeze from
+    full grant group having ilike in initially inner intersect into is isnull join lateral
+    leading left like limit localtime localtimestamp natural not notnull null offset on
+    only or order outer overlaps placing primary references returning right select
+    session_user similar some symmetric system_user table tablesample then to trailing true
+    union unique user using variadic verbose when where window with
+    """.split()  # noqa: SIM905
 )
 
 MAX_IDENTIFIER_BYTES = 63  # PostgreSQL's NAMEDATALEN - 1
@@ -128,7 +130,7 @@ def fits(value: Any, family: Family | None) -> bool:
     if family is None:
         return value_family != "json"
     if family == "int":
-        return value_family == "int" and -_MAX_INT64 - 1 <= value <= _MAX_INT64 or (
+        return (value_family == "int" and -_MAX_INT64 - 1 <= value <= _MAX_INT64) or (
             value_family == "float" and value.is_integer() and abs(value) <= _MAX_EXACT_FLOAT_INT
         )
     if family == "float":
@@ -140,6 +142,8 @@ def fits(value: Any, family: Family | None) -> bool:
 
 def needs_widening(value: Any, family: Family | None) -> bool:
     """Whether `value` asks an int column to become a float column (a fractional or non-finite float)."""
-    return family == "int" and isinstance(value, float) and not (
-        math.isfinite(value) and value.is_integer()
+    return (
+        family == "int"
+        and isinstance(value, float)
+        and not (math.isfinite(value) and value.is_integer())
     )

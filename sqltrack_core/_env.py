@@ -62,14 +62,14 @@ def _cuda() -> list[dict[str, Any]] | None:
             }
             for i in range(torch.cuda.device_count())
         ]
-    except Exception:  # noqa: BLE001 - a broken CUDA setup must not stop a run
+    except Exception:
         return None
 
 
 def _user() -> str | None:
     try:
         return getpass.getuser()
-    except Exception:  # noqa: BLE001 - no passwd entry in some containers
+    except Exception:
         return None
 
 

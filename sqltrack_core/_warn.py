@@ -22,5 +22,5 @@ def warn_once(owner: object, cause: str, message: str) -> None:
         _seen.add((owner, cause))
     try:
         warnings.warn(message, SQLTrackWarning, stacklevel=3)
-    except Exception:  # noqa: BLE001 - a warnings filter set to "error" must not kill a thread
+    except Exception:
         logger.debug("warning filter raised for %r", message, exc_info=True)

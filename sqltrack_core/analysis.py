@@ -27,15 +27,14 @@ AGGREGATIONS = ("last", "first", "min", "max", "mean", "count")
 _TIME_COLUMNS = ("created_at", "started_at", "ended_at", "heartbeat_at", "logged_at")
 
 
-def _pandas() -> Any:
+def _require_pandas() -> None:
     try:
-        import pandas
+        import pandas  # noqa: F401
     except ImportError as exc:
         raise MissingDependencyError(
             "reading runs into DataFrames needs pandas, which is not installed; "
             "run: pip install 'sqltrack-core[pandas]'"
         ) from exc
-    return pandas
 
 
 def metric_columns(backend: Backend) -> dict[str, tuple[str, Family | None]]:
@@ -78,7 +77,7 @@ def parse_metric_specs(
     return specs
 
 
-def _decode(value: Any, family: Family | None | str, dialect: str) -> Any:
+def _decode(value: Any, family: Family | str | None, dialect: str) -> Any:
     if value is None:
         return None
     if family == "float":
@@ -94,11 +93,11 @@ def _decode(value: Any, family: Family | None | str, dialect: str) -> Any:
 
 def _aggregate_sql(
     b: Backend, key: str, agg: str, column: tuple[str, Family | None] | None, alias: str
-) -> tuple[str, list[Any], bool, Family | None | str]:
+) -> tuple[str, list[Any], bool, Family | str | None]:
     """Return (SQL expression, its params, whether it is a GROUP BY aggregate, result family)."""
     sqlite = b.dialect == "sqlite"
     if column is None:  # a key without a column: its values live in metrics.extra
-        family: Family | None | str = "extra"
+        family: Family | str | None = "extra"
         value = "m.extra -> ?"
         params = [key]
         numeric = (
@@ -112,12 +111,16 @@ def _aggregate_sql(
         value = "m." + b.quote(name)
         params = []
         numeric, numeric_params = value, []
-        if (family == "json" and agg in ("min", "max", "mean")) or (family == "text" and agg == "mean"):
-            raise ConfigurationError(f"aggregation {agg!r} needs a numeric metric; {key!r} holds {family}")
+        if (family == "json" and agg in ("min", "max", "mean")) or (
+            family == "text" and agg == "mean"
+        ):
+            raise ConfigurationError(
+                f"aggregation {agg!r} needs a numeric metric; {key!r} holds {family}"
+            )
     if agg in ("last", "first"):
         order = "DESC" if agg == "last" else "ASC"
         expr = (
-            f"(SELECT {value} FROM metrics m WHERE m.run_id = sel.id "  # noqa: S608 - quoted
+            f"(SELECT {value} FROM metrics m WHERE m.run_id = sel.id "
             f"AND {value} IS NOT NULL ORDER BY m.step {order} LIMIT 1)"
         )
         return expr, params + params, False, family
@@ -128,7 +131,9 @@ def _aggregate_sql(
     if agg == "mean":
         if family == "bool":
             value = value if sqlite else f"{value}::int"
-        if sqlite and family == "float":  # NaN is stored as text: make the mean NaN, as PostgreSQL does
+        if (
+            sqlite and family == "float"
+        ):  # NaN is stored as text: make the mean NaN, as PostgreSQL does
             return (
                 f"CASE WHEN max(typeof({value}) = 'text') THEN 'NaN' ELSE avg({value}) END",
                 params + params,
@@ -150,7 +155,9 @@ def _flatten(prefix: str, value: Any, into: dict[str, Any]) -> None:
 
 
 def _times(df: pd.DataFrame) -> None:
-    pd = _pandas()
+    _require_pandas()
+    import pandas as pd
+
     for column in _TIME_COLUMNS:
         if column in df.columns:
             df[column] = pd.to_datetime(df[column], utc=True, format="ISO8601")
@@ -165,7 +172,9 @@ def runs(
     args: Sequence[Any] = (),
 ) -> pd.DataFrame:
     """See `Tracker.runs`."""
-    pd = _pandas()
+    _require_pandas()
+    import pandas as pd
+
     b = tracker.backend
     specs = parse_metric_specs(metrics)
     columns = metric_columns(b) if specs else {}
@@ -200,31 +209,31 @@ def runs(
     text = f"WITH sel AS ({sel})"
     if grouped:
         text += (
-            f", g AS (SELECT m.run_id, {', '.join(grouped)} FROM metrics m "  # noqa: S608
+            f", g AS (SELECT m.run_id, {', '.join(grouped)} FROM metrics m "
             "JOIN sel ON m.run_id = sel.id GROUP BY m.run_id)"
         )
     text += " SELECT sel.*" + "".join(", " + o for o in outer) + " FROM sel"
     if grouped:
         text += " LEFT JOIN g ON g.run_id = sel.id"
     text += " ORDER BY sel.id"
-    names, rows = b.fetchall(b.sql(text), [*sel_params, *group_params, *outer_params])  # type: ignore[arg-type]
+    names, rows = b.fetchall(b.sql(text), [*sel_params, *group_params, *outer_params])
     records = []
     base = len(names) - len(specs)
     for row in rows:
-        record = dict(zip(names[:base], row[:base]))
+        record = dict(zip(names[:base], row[:base], strict=False))
         record["uuid"] = str(record["uuid"])
         record["tags"] = _json.decode(record["tags"])
-        params = _json.decode(record.pop("params")) or {}
-        for key, value in params.items():
+        run_params: dict[str, Any] = _json.decode(record.pop("params")) or {}
+        for key, value in run_params.items():
             _flatten(f"params.{key}", value, record)
-        for (key, agg), family, value in zip(specs, families, row[base:]):
+        for (key, agg), family, value in zip(specs, families, row[base:], strict=False):
             record[f"{key}:{agg}"] = _decode(value, family, b.dialect)
         records.append(record)
     fixed = names[:base]
     fixed.remove("params")
     param_columns = sorted({k for r in records for k in r if k.startswith("params.")})
     order = fixed + param_columns + [f"{k}:{a}" for k, a in specs]
-    df = pd.DataFrame.from_records(records, columns=order)
+    df: pd.DataFrame = pd.DataFrame.from_records(records, columns=order)
     _times(df)
     return df
 
@@ -237,7 +246,9 @@ def _run_ids(run_ids: int | Run | Iterable[int | Run]) -> list[int]:
     for item in items:
         ident = item.id if isinstance(item, Run) else item
         if isinstance(ident, bool) or not isinstance(ident, int):
-            raise ConfigurationError(f"run id {item!r} is a {type(item).__name__}; expected an int or a Run")
+            raise ConfigurationError(
+                f"run id {item!r} is a {type(item).__name__}; expected an int or a Run"
+            )
         ids.append(ident)
     return ids
 
@@ -249,21 +260,28 @@ def metrics(
     tracker: Tracker, run_ids: int | Run | Iterable[int | Run], keys: Iterable[str] | None = None
 ) -> pd.DataFrame:
     """See `Tracker.metrics`."""
-    pd = _pandas()
+    _require_pandas()
+    import pandas as pd
+
     b = tracker.backend
     ids = _run_ids(run_ids)
     columns = metric_columns(b)
     wanted = list(columns) if keys is None else list(dict.fromkeys(keys))
     selected = [(k, columns[k]) for k in wanted if k in columns]
     if not ids:
-        return pd.DataFrame(columns=["run_id", "step", "logged_at", *wanted])
+        empty_frame: pd.DataFrame = pd.DataFrame(columns=["run_id", "step", "logged_at", *wanted])
+        return empty_frame
     marks = ", ".join("?" for _ in ids)
-    select = ", ".join(["run_id", "step", "logged_at", *(b.quote(c[0]) for _, c in selected), "extra"])
-    names, rows = b.fetchall(
-        b.sql(f"SELECT {select} FROM metrics WHERE run_id IN ({marks}) ORDER BY run_id, step"),  # type: ignore[arg-type]  # noqa: S608
+    select = ", ".join(
+        ["run_id", "step", "logged_at", *(b.quote(c[0]) for _, c in selected), "extra"]
+    )
+    _names, rows = b.fetchall(
+        b.sql(f"SELECT {select} FROM metrics WHERE run_id IN ({marks}) ORDER BY run_id, step"),
         ids,
     )
-    df = pd.DataFrame.from_records(rows, columns=["run_id", "step", "logged_at", *[k for k, _ in selected], "extra"])
+    df = pd.DataFrame.from_records(
+        rows, columns=["run_id", "step", "logged_at", *[k for k, _ in selected], "extra"]
+    )
     for key, (_, family) in selected:
         if family == "float" and b.dialect == "sqlite":
             df[key] = [math.nan if v == "NaN" else v for v in df[key]]
@@ -301,12 +319,15 @@ def metrics(
     else_order = [c for c in df.columns if c not in ("run_id", "step", "logged_at")]
     df = df[["run_id", "step", "logged_at", *else_order]]
     _times(df)
-    return df.reset_index(drop=True)
+    result: pd.DataFrame = df.reset_index(drop=True)
+    return result
 
 
 def lineage(tracker: Tracker, run_id: int) -> pd.DataFrame:
     """See `Tracker.lineage`: one row per link on a path to or from the run."""
-    pd = _pandas()
+    _require_pandas()
+    import pandas as pd
+
     b = tracker.backend
     text = (
         "WITH RECURSIVE up (from_run_id, kind, to_run_id, depth, evidence) AS ("
@@ -327,7 +348,7 @@ def lineage(tracker: Tracker, run_id: int) -> pd.DataFrame:
         " ORDER BY edges.relation, edges.depth, edges.run_id, edges.kind"
     )
     names, rows = b.fetchall(b.sql(text), (run_id, run_id))
-    df = pd.DataFrame.from_records(rows, columns=names)
+    df: pd.DataFrame = pd.DataFrame.from_records(rows, columns=names)
     df["uuid"] = df["uuid"].astype(str)
     df["evidence"] = [_json.decode(v) for v in df["evidence"]]
     return df
@@ -337,7 +358,7 @@ def run_info(tracker: Tracker, run_id: int) -> dict[str, Any]:
     """See `Tracker.run_info`."""
     b = tracker.backend
     frame = runs(tracker, where="r.id = ?", args=[run_id])
-    info = frame.iloc[0].to_dict()
+    info: dict[str, Any] = {str(k): v for k, v in frame.iloc[0].to_dict().items()}
     _, rows = b.fetchall(b.sql("SELECT env FROM runs WHERE id = ?"), (run_id,))
     info["env"] = _json.decode(rows[0][0])
     _, links = b.fetchall(
@@ -348,7 +369,8 @@ def run_info(tracker: Tracker, run_id: int) -> dict[str, Any]:
         (run_id, run_id),
     )
     info["links"] = [
-        {"direction": d, "kind": k, "run_id": o, "evidence": _json.decode(e)} for d, k, o, e in links
+        {"direction": d, "kind": k, "run_id": o, "evidence": _json.decode(e)}
+        for d, k, o, e in links
     ]
     history = metrics(tracker, [run_id])
     summary = {}
@@ -356,8 +378,11 @@ def run_info(tracker: Tracker, run_id: int) -> dict[str, Any]:
         series = history[key].dropna()
         if series.empty:
             continue
-        entry: dict[str, Any] = {"count": int(series.size), "last": series.iloc[-1],
-                                 "last_step": int(history.loc[series.index[-1], "step"])}
+        entry: dict[str, Any] = {
+            "count": int(series.size),
+            "last": series.iloc[-1],
+            "last_step": int(history.loc[series.index[-1], "step"]),
+        }
         try:
             numeric = series.astype(float)
             entry["min"], entry["max"] = float(numeric.min()), float(numeric.max())
@@ -372,6 +397,9 @@ def query(
     tracker: Tracker, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None
 ) -> pd.DataFrame:
     """See `Tracker.query`. Placeholders are the driver's: ``?`` on SQLite, ``%s`` on PostgreSQL."""
-    pd = _pandas()
+    _require_pandas()
+    import pandas as pd
+
     names, rows = tracker.backend.fetchall(sql, params)  # type: ignore[arg-type]
-    return pd.DataFrame.from_records(rows, columns=names)
+    df: pd.DataFrame = pd.DataFrame.from_records(rows, columns=names)
+    return df

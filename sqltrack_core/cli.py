@@ -89,7 +89,9 @@ if click is not None:
             click.echo(df.to_csv(index=False), nl=False)
             return
         if fmt == "json":
-            click.echo(df.to_json(orient="records", date_format="iso", default_handler=str, indent=2))
+            click.echo(
+                df.to_json(orient="records", date_format="iso", default_handler=str, indent=2)
+            )
             return
         try:
             from rich.console import Console
@@ -98,7 +100,10 @@ if click is not None:
             raise MissingDependencyError(_MISSING_CLI) from exc
         table = Table(title=title, show_lines=False, header_style="bold")
         for column in df.columns:
-            numeric = df[column].dtype.kind in "iuf" or str(df[column].dtype) in ("Int64", "Float64")
+            numeric = df[column].dtype.kind in "iuf" or str(df[column].dtype) in (
+                "Int64",
+                "Float64",
+            )
             table.add_column(str(column), justify="right" if numeric else "left", overflow="fold")
         for row in df.itertuples(index=False):
             table.add_row(*(_cell(v) for v in row))
@@ -111,8 +116,13 @@ if click is not None:
 
     @cli.command()
     @_url_option
-    @click.option("--dir", "directory", type=click.Path(exists=True, file_okay=False), default=None,
-                  help="Also apply your own NNNN_name.sql files from this folder (or its dialect subfolder).")
+    @click.option(
+        "--dir",
+        "directory",
+        type=click.Path(exists=True, file_okay=False),
+        default=None,
+        help="Also apply your own NNNN_name.sql files from this folder (or its dialect subfolder).",
+    )
     @_errors
     def migrate(url: str | None, directory: str | None) -> None:
         """Create or update the schema (and apply your own migrations with --dir)."""
@@ -125,14 +135,28 @@ if click is not None:
     @cli.command()
     @_url_option
     @click.option("--experiment", "-e", default=None, help="Only runs of this experiment.")
-    @click.option("--metric", "-m", "metric_specs", multiple=True, metavar="KEY:AGG",
-                  help="Per-run aggregate, e.g. val/acc:max (last, first, min, max, mean, count). Repeatable.")
+    @click.option(
+        "--metric",
+        "-m",
+        "metric_specs",
+        multiple=True,
+        metavar="KEY:AGG",
+        help="Per-run aggregate, e.g. val/acc:max (last, first, min, max, mean, count). Repeatable.",
+    )
     @click.option("--where", default=None, help="Extra SQL condition on runs (aliased r).")
-    @click.option("--params/--no-params", default=True, show_default=True, help="Show params.* columns.")
+    @click.option(
+        "--params/--no-params", default=True, show_default=True, help="Show params.* columns."
+    )
     @_format_option
     @_errors
-    def runs(url: str | None, experiment: str | None, metric_specs: tuple[str, ...],
-             where: str | None, params: bool, fmt: str) -> None:
+    def runs(
+        url: str | None,
+        experiment: str | None,
+        metric_specs: tuple[str, ...],
+        where: str | None,
+        params: bool,
+        fmt: str,
+    ) -> None:
         """List runs with status, params and per-run metric aggregates."""
         tracker = _tracker(url)
         df = tracker.runs(experiment, metrics=list(metric_specs), where=where)
@@ -147,7 +171,9 @@ if click is not None:
     @cli.command()
     @_url_option
     @click.argument("run")
-    @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+    @click.option(
+        "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+    )
     @_errors
     def show(url: str | None, run: str, fmt: str) -> None:
         """Show one run (by id or UUID): status, params, env, links and metric summary."""
@@ -161,8 +187,19 @@ if click is not None:
 
         console = Console()
         head = Table.grid(padding=(0, 2))
-        for field in ("id", "uuid", "experiment", "name", "status", "owner", "started_at",
-                      "ended_at", "heartbeat_at", "tags", "comment"):
+        for field in (
+            "id",
+            "uuid",
+            "experiment",
+            "name",
+            "status",
+            "owner",
+            "started_at",
+            "ended_at",
+            "heartbeat_at",
+            "tags",
+            "comment",
+        ):
             head.add_row(f"[bold]{field}[/bold]", _cell(info.get(field)))
         console.print(head)
         params = {k: v for k, v in info.items() if k.startswith("params.")}
@@ -171,26 +208,38 @@ if click is not None:
             table.add_column("param")
             table.add_column("value")
             for key, value in params.items():
-                table.add_row(key[len("params."):], _cell(value))
+                table.add_row(key[len("params.") :], _cell(value))
             console.print(table)
         if info["metrics"]:
             table = Table(title="metrics", header_style="bold")
             for column in ("key", "count", "last", "last step", "min", "max"):
                 table.add_column(column, justify="left" if column == "key" else "right")
             for key, entry in info["metrics"].items():
-                table.add_row(key, str(entry["count"]), _cell(entry["last"]), str(entry["last_step"]),
-                              _cell(entry.get("min")), _cell(entry.get("max")))
+                table.add_row(
+                    key,
+                    str(entry["count"]),
+                    _cell(entry["last"]),
+                    str(entry["last_step"]),
+                    _cell(entry.get("min")),
+                    _cell(entry.get("max")),
+                )
             console.print(table)
         if info["links"]:
             table = Table(title="links", header_style="bold")
             for column in ("direction", "kind", "run", "evidence"):
                 table.add_column(column)
             for link in info["links"]:
-                table.add_row(link["direction"], link["kind"], str(link["run_id"]), _cell(link["evidence"]))
+                table.add_row(
+                    link["direction"], link["kind"], str(link["run_id"]), _cell(link["evidence"])
+                )
             console.print(table)
         env = info.get("env") or {}
-        summary = {k: env.get(k) for k in ("hostname", "user", "python", "platform", "git", "packages")}
-        console.print("[bold]env[/bold] " + json.dumps({k: v for k, v in summary.items() if v}, default=str))
+        summary = {
+            k: env.get(k) for k in ("hostname", "user", "python", "platform", "git", "packages")
+        }
+        console.print(
+            "[bold]env[/bold] " + json.dumps({k: v for k, v in summary.items() if v}, default=str)
+        )
 
     @cli.command()
     @_url_option

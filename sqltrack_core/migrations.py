@@ -146,7 +146,9 @@ def migrate(backend: Backend, directory: str | os.PathLike[str] | None = None) -
                     f"migration {str(migration.path)!r} failed and was rolled back: {exc}"
                 ) from exc
             backend.execute(
-                backend.sql("INSERT INTO schema_migrations (version, name, checksum) VALUES (?, ?, ?)"),
+                backend.sql(
+                    "INSERT INTO schema_migrations (version, name, checksum) VALUES (?, ?, ?)"
+                ),
                 (migration.version, migration.name, migration.checksum),
             )
         done.append(migration)

@@ -112,7 +112,9 @@ class Run:
         _register(self)
 
     def __repr__(self) -> str:
-        return f"<Run id={self.id} uuid={self.uuid} {self.experiment}/{self.name} {self.status.value}>"
+        return (
+            f"<Run id={self.id} uuid={self.uuid} {self.experiment}/{self.name} {self.status.value}>"
+        )
 
     @property
     def status(self) -> RunStatus:
@@ -133,9 +135,7 @@ class Run:
             RunStateError: the run has finished.
         """
         if self._status is not RunStatus.RUNNING:
-            raise RunStateError(
-                f"run {self.id} is {self._status.value}; log() needs a running run"
-            )
+            raise RunStateError(f"run {self.id} is {self._status.value}; log() needs a running run")
         if not isinstance(metrics, Mapping):
             raise MetricTypeError(
                 f"metrics {metrics!r:.80} is a {type(metrics).__name__}; expected a dict "
@@ -144,17 +144,17 @@ class Run:
         values = {}
         for key, value in metrics.items():
             kind = type(value)
-            if type(key) is str and key and (
-                kind is float or kind is int or kind is bool or kind is str or value is None
+            if (
+                type(key) is str
+                and key
+                and (kind is float or kind is int or kind is bool or kind is str or value is None)
             ):
                 values[key] = value
             else:
                 values[key] = _convert(key, value)
         if step is None:
             step = self._next_step
-        elif type(step) is not int:
-            step = _check_step(step)
-        elif not _MIN_INT64 <= step <= _MAX_INT64:
+        elif type(step) is not int or not _MIN_INT64 <= step <= _MAX_INT64:
             step = _check_step(step)
         if step >= self._next_step:
             self._next_step = step + 1
@@ -193,12 +193,16 @@ class Run:
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Merge `params` (nested dicts merge key by key) into the run's params."""
         if not isinstance(params, Mapping):
-            raise ConfigurationError(f"params {params!r:.80} is a {type(params).__name__}; expected a dict")
+            raise ConfigurationError(
+                f"params {params!r:.80} is a {type(params).__name__}; expected a dict"
+            )
         _deep_merge(self.params, _json.jsonable(params))
         text = _json.dumps(self.params)
-        self._write(lambda b: b.execute(
-            b.sql("UPDATE runs SET params = ? WHERE id = ?"), (b.json_param(text), self.id)
-        ))
+        self._write(
+            lambda b: b.execute(
+                b.sql("UPDATE runs SET params = ? WHERE id = ?"), (b.json_param(text), self.id)
+            )
+        )
 
     def set_tags(self, tags: Iterable[str]) -> None:
         """Replace the run's tags."""
@@ -214,9 +218,11 @@ class Run:
 
     def _write_tags(self) -> None:
         text = _json.dumps(self.tags)
-        self._write(lambda b: b.execute(
-            b.sql("UPDATE runs SET tags = ? WHERE id = ?"), (b.json_param(text), self.id)
-        ))
+        self._write(
+            lambda b: b.execute(
+                b.sql("UPDATE runs SET tags = ? WHERE id = ?"), (b.json_param(text), self.id)
+            )
+        )
 
     @property
     def comment(self) -> str | None:
@@ -226,33 +232,44 @@ class Run:
     @comment.setter
     def comment(self, text: str | None) -> None:
         if text is not None and not isinstance(text, str):
-            raise ConfigurationError(f"comment {text!r:.80} is a {type(text).__name__}; expected a str or None")
+            raise ConfigurationError(
+                f"comment {text!r:.80} is a {type(text).__name__}; expected a str or None"
+            )
         self._comment = text
-        self._write(lambda b: b.execute(
-            b.sql("UPDATE runs SET comment = ? WHERE id = ?"), (text, self.id)
-        ))
+        self._write(
+            lambda b: b.execute(b.sql("UPDATE runs SET comment = ? WHERE id = ?"), (text, self.id))
+        )
 
     def link(
-        self, kind: str, other: Run | int | str | uuid_module.UUID, evidence: Mapping[str, Any] | None = None
+        self,
+        kind: str,
+        other: Run | int | str | uuid_module.UUID,
+        evidence: Mapping[str, Any] | None = None,
     ) -> None:
         """Record that this run relates to `other` (``run.link("finetuned_from", base)``)."""
         if not isinstance(kind, str) or not kind.strip():
-            raise ConfigurationError(f"link kind {kind!r} must be a non-empty str such as 'finetuned_from'")
+            raise ConfigurationError(
+                f"link kind {kind!r} must be a non-empty str such as 'finetuned_from'"
+            )
         to_id = self._tracker._run_id(other)
         if to_id == self.id:
             raise ConfigurationError(f"run {self.id} cannot be linked to itself")
         text = _json.dumps(_json.jsonable(dict(evidence or {})))
-        self._write(lambda b: b.execute(
-            b.sql(
-                "INSERT INTO run_links (from_run_id, kind, to_run_id, evidence) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (from_run_id, kind, to_run_id) DO UPDATE SET evidence = excluded.evidence"
-            ),
-            (self.id, kind, to_id, b.json_param(text)),
-        ))
+        self._write(
+            lambda b: b.execute(
+                b.sql(
+                    "INSERT INTO run_links (from_run_id, kind, to_run_id, evidence) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (from_run_id, kind, to_run_id) DO UPDATE SET evidence = excluded.evidence"
+                ),
+                (self.id, kind, to_id, b.json_param(text)),
+            )
+        )
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    def finish(self, status: RunStatus | str = RunStatus.COMPLETED, *, timeout: float | None = None) -> None:
+    def finish(
+        self, status: RunStatus | str = RunStatus.COMPLETED, *, timeout: float | None = None
+    ) -> None:
         """Flush and end the run with `status`; calling it again with the same status is a no-op.
 
         Raises:
@@ -265,7 +282,9 @@ class Run:
                 f"status {status!r} is not one of 'completed', 'failed', 'cancelled'"
             ) from None
         if not target.is_terminal:
-            raise RunStateError(f"a run can only finish as completed, failed or cancelled, not {target.value!r}")
+            raise RunStateError(
+                f"a run can only finish as completed, failed or cancelled, not {target.value!r}"
+            )
         with self._state_lock:
             if self._status is target:
                 return
@@ -299,7 +318,10 @@ class Run:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         if self._status is not RunStatus.RUNNING:
             return
@@ -329,11 +351,15 @@ def _status_for(exc: BaseException | None) -> RunStatus:
 
 def _check_tags(tags: Iterable[str]) -> list[str]:
     if isinstance(tags, str):
-        raise ConfigurationError(f"tags {tags!r} is a str; expected a list of str such as [{tags!r}]")
+        raise ConfigurationError(
+            f"tags {tags!r} is a str; expected a list of str such as [{tags!r}]"
+        )
     checked = []
     for tag in tags:
         if not isinstance(tag, str) or not tag:
-            raise ConfigurationError(f"tag {tag!r} is a {type(tag).__name__}; expected a non-empty str")
+            raise ConfigurationError(
+                f"tag {tag!r} is a {type(tag).__name__}; expected a non-empty str"
+            )
         if tag not in checked:
             checked.append(tag)
     return checked
@@ -406,7 +432,7 @@ def _finish_at_exit() -> None:
     for run in list(_active.values()):
         try:
             run.finish(status)
-        except Exception:  # noqa: BLE001 - interpreter exit: report, never raise
+        except Exception:
             logger.exception("sqltrack: could not finish run %s at exit", run.id)
 
 
@@ -427,5 +453,3 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
-
-

@@ -45,7 +45,9 @@ class Options:
         for name in ("flush_interval", "stale_after", "finish_timeout", "metadata_timeout"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-                raise ConfigurationError(f"option {name}={value!r} must be a positive number of seconds")
+                raise ConfigurationError(
+                    f"option {name}={value!r} must be a positive number of seconds"
+                )
         for name in ("max_pending", "column_budget"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -70,7 +72,9 @@ class Tracker:
             run.log({"train/loss": 0.25}, step=1)
     """
 
-    def __init__(self, url: str | os.PathLike[str] | None = None, *, migrate: bool = True, **options: Any) -> None:
+    def __init__(
+        self, url: str | os.PathLike[str] | None = None, *, migrate: bool = True, **options: Any
+    ) -> None:
         unknown = set(options) - set(Options.__dataclass_fields__)
         if unknown:
             raise ConfigurationError(
@@ -102,7 +106,9 @@ class Tracker:
     def _open_backend(self) -> Backend:
         return open_backend(self.url)
 
-    def migrate(self, directory: str | os.PathLike[str] | None = None) -> list[migrations.Migration]:
+    def migrate(
+        self, directory: str | os.PathLike[str] | None = None
+    ) -> list[migrations.Migration]:
         """Apply pending built-in migrations, then those in `directory` if given."""
         with self._lock:
             done = migrations.migrate(self._backend)
@@ -126,11 +132,17 @@ class Tracker:
         if not isinstance(experiment, str) or not experiment.strip():
             raise ConfigurationError(f"experiment {experiment!r} must be a non-empty str")
         if name is not None and not isinstance(name, str):
-            raise ConfigurationError(f"run name {name!r} is a {type(name).__name__}; expected a str")
+            raise ConfigurationError(
+                f"run name {name!r} is a {type(name).__name__}; expected a str"
+            )
         if params is not None and not isinstance(params, Mapping):
-            raise ConfigurationError(f"params {params!r:.80} is a {type(params).__name__}; expected a dict")
+            raise ConfigurationError(
+                f"params {params!r:.80} is a {type(params).__name__}; expected a dict"
+            )
         if comment is not None and not isinstance(comment, str):
-            raise ConfigurationError(f"comment {comment!r:.80} is a {type(comment).__name__}; expected a str")
+            raise ConfigurationError(
+                f"comment {comment!r:.80} is a {type(comment).__name__}; expected a str"
+            )
         checked_tags = _check_tags(tags or [])
         plain_params = _json.jsonable(dict(params or {}))
         env = _env.capture()
@@ -151,7 +163,11 @@ class Tracker:
                     + ("?)" if b.dialect == "sqlite" else "current_user)")
                 ),
                 (
-                    str(run_uuid), experiment_id, name, now, now,
+                    str(run_uuid),
+                    experiment_id,
+                    name,
+                    now,
+                    now,
                     b.json_param(_json.dumps(plain_params)),
                     b.json_param(_json.dumps(env)),
                     b.json_param(_json.dumps(checked_tags)),
@@ -220,7 +236,9 @@ class Tracker:
         with self._lock:
             return analysis.runs(self, experiment, metrics=metrics, where=where, args=args)
 
-    def metrics(self, run_ids: int | Run | Iterable[int | Run], keys: Iterable[str] | None = None) -> pd.DataFrame:
+    def metrics(
+        self, run_ids: int | Run | Iterable[int | Run], keys: Iterable[str] | None = None
+    ) -> pd.DataFrame:
         """One row per run and step, one column per metric named by its original key."""
         with self._lock:
             return analysis.metrics(self, run_ids, keys)
@@ -235,7 +253,9 @@ class Tracker:
         with self._lock:
             return analysis.run_info(self, self._run_id(run))
 
-    def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> pd.DataFrame:
+    def query(
+        self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None
+    ) -> pd.DataFrame:
         """Run any SQL and return the result as a DataFrame."""
         with self._lock:
             return analysis.query(self, sql, params)
@@ -255,7 +275,7 @@ class Tracker:
         self._lock = threading.RLock()
         self.registry._lock = threading.Lock()
         self._backend.abandon()
-        self._backend = _LazyBackend(self.url)  # type: ignore[assignment]
+        self._backend = _LazyBackend(self.url)
 
 
 class _LazyBackend:
@@ -278,7 +298,9 @@ def _after_fork_in_child() -> None:
     _default = {}
 
 
-def connect(url: str | os.PathLike[str] | None = None, *, migrate: bool = True, **options: Any) -> Tracker:
+def connect(
+    url: str | os.PathLike[str] | None = None, *, migrate: bool = True, **options: Any
+) -> Tracker:
     """Open the tracking database at `url` and bring its schema up to date.
 
     `url` defaults to ``$SQLTRACK_URL``, else ``sqlite:///sqltrack.db`` in the working
@@ -310,4 +332,6 @@ def start_run(
     comment: str | None = None,
 ) -> Run:
     """`Tracker.start_run` on the default tracker (see `connect`)."""
-    return default_tracker().start_run(experiment, name=name, params=params, tags=tags, comment=comment)
+    return default_tracker().start_run(
+        experiment, name=name, params=params, tags=tags, comment=comment
+    )

@@ -9,6 +9,7 @@ unreachable the merged rows stay in memory and are retried with backoff, in orde
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import deque
@@ -17,7 +18,15 @@ from typing import TYPE_CHECKING, Any
 
 from . import _json
 from ._backends import MetricBatch
-from ._columns import Family, column_name, family_of, family_of_sql_type, fits, narrow, needs_widening
+from ._columns import (
+    Family,
+    column_name,
+    family_of,
+    family_of_sql_type,
+    fits,
+    narrow,
+    needs_widening,
+)
 from ._columns import sanitize as sanitize_key
 from ._warn import logger, warn_once
 from .errors import DatabaseError, SQLTrackError
@@ -45,9 +54,13 @@ class ColumnRegistry:
         # key -> (column name, family); a None entry means "over budget: goes to extra"
         self._columns: dict[str, tuple[str, Family | None] | None] = {}
 
-    def get(self, key: str) -> tuple[str, Family | None] | None | bool:
-        """Return the cached column of `key`, None if it overflows to extra, False if unknown."""
-        return self._columns.get(key, False)
+    def known(self, key: str) -> bool:
+        """Whether `key` is resolved: it has a column, or overflows to ``extra``."""
+        return key in self._columns
+
+    def get(self, key: str) -> tuple[str, Family | None] | None:
+        """Return the column and family of a resolved `key`; None if it goes to ``extra``."""
+        return self._columns.get(key)
 
     def _load(self, backend: Backend) -> dict[str, tuple[str, str]]:
         _, rows = backend.fetchall("SELECT key, column_name, sql_type FROM metric_columns")
@@ -83,14 +96,20 @@ class ColumnRegistry:
                         self._columns[key] = None
                         continue
                     base = sanitize_key(key)
-                    if base not in claimed and base in table and base not in ("run_id", "step", "logged_at", "extra"):
+                    if (
+                        base not in claimed
+                        and base in table
+                        and base not in ("run_id", "step", "logged_at", "extra")
+                    ):
                         name, sql_type = base, table[base]  # predeclared by the user: adopt it
                     else:
                         name = column_name(key, claimed | set(table))
                         sql_type = backend.column_types[family]  # type: ignore[index]
                         backend.add_metric_column(name, sql_type)
                     backend.execute(
-                        backend.sql("INSERT INTO metric_columns (key, column_name, sql_type) VALUES (?, ?, ?)"),
+                        backend.sql(
+                            "INSERT INTO metric_columns (key, column_name, sql_type) VALUES (?, ?, ?)"
+                        ),
                         (key, name, sql_type),
                     )
                     claimed.add(name)
@@ -198,10 +217,8 @@ class MetricWriter:
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout if not flushed else 5.0)
         if flushed and self._backend is not None:
-            try:
+            with contextlib.suppress(SQLTrackError):
                 self._backend.close()
-            except SQLTrackError:
-                pass
             self._backend = None
         return flushed
 
@@ -231,7 +248,7 @@ class MetricWriter:
             self.wake.clear()
             try:
                 self._flush_once()
-            except BaseException as exc:  # noqa: BLE001 - never let the thread die silently
+            except BaseException as exc:
                 logger.exception("sqltrack writer for %s failed", self.label)
                 self._failures += 1
                 warn_once(self.label, "writer", f"sqltrack: writing run {self.label} failed: {exc}")
@@ -239,7 +256,7 @@ class MetricWriter:
                 return
 
     def _backoff(self) -> float:
-        return min(_MAX_BACKOFF_S, 0.5 * 2 ** min(self._failures, 8))
+        return float(min(_MAX_BACKOFF_S, 0.5 * 2 ** min(self._failures, 8)))
 
     def _has_work(self) -> bool:
         return bool(self.queue or self._pending or self._ops or self._markers)
@@ -309,10 +326,8 @@ class MetricWriter:
             f"{len(self._pending)} unwritten steps in memory and retries with backoff",
         )
         if self._backend is not None:
-            try:
+            with contextlib.suppress(SQLTrackError):
                 self._backend.reconnect()
-            except SQLTrackError:
-                pass
 
     def _run_ops(self, backend: Backend) -> None:
         while self._ops:
@@ -323,7 +338,7 @@ class MetricWriter:
                 if backend.is_disconnect(exc):
                     raise
                 op.error = exc
-            except Exception as exc:  # noqa: BLE001 - reported to the caller that waits
+            except Exception as exc:
                 op.error = exc
             self._ops.pop(0)
             op.done.set()
@@ -338,17 +353,20 @@ class MetricWriter:
         widen: set[str] = set()
         for _, values in rows:
             for key, value in values.items():
-                entry = registry.get(key)
-                if entry is False:
+                if not registry.known(key):
                     seen.setdefault(key, []).append(family_of(value))
-                elif entry is not None and needs_widening(value, entry[1]):  # type: ignore[index]
+                    continue
+                entry = registry.get(key)
+                if entry is not None and needs_widening(value, entry[1]):
                     widen.add(key)
         if seen:
             registry.resolve(backend, {k: narrow(f) for k, f in seen.items()})
             for key in seen:  # a new int column may need widening already in this batch
                 entry = registry.get(key)
-                if entry and entry[1] == "int" and any(  # type: ignore[index]
-                    needs_widening(values.get(key), "int") for _, values in rows
+                if (
+                    entry is not None
+                    and entry[1] == "int"
+                    and any(needs_widening(values.get(key), "int") for _, values in rows)
                 ):
                     widen.add(key)
         for key in widen:
@@ -359,11 +377,11 @@ class MetricWriter:
             for key in values:
                 if key not in keys:
                     entry = registry.get(key)
-                    if entry:
-                        keys[key] = entry  # type: ignore[assignment]
+                    if entry is not None:
+                        keys[key] = entry
         ordered = list(keys.items())
         batch = MetricBatch(self.run_id, [col for _, col in ordered])
-        for step, (logged_at, values) in zip(steps, rows):
+        for step, (logged_at, values) in zip(steps, rows, strict=False):
             extra: dict[str, Any] | None = None
             out: list[Any] = [step, logged_at]
             for key, (_, family) in ordered:
@@ -398,8 +416,12 @@ class MetricWriter:
         Each step is retried alone; a step refused again is written with all its values in
         ``extra``, so nothing is lost.
         """
-        warn_once(self.label, "refused", f"sqltrack: the database refused a batch ({error}); "
-                  "retrying step by step, refused values go to metrics.extra")
+        warn_once(
+            self.label,
+            "refused",
+            f"sqltrack: the database refused a batch ({error}); "
+            "retrying step by step, refused values go to metrics.extra",
+        )
         pending = self._pending
         self._pending = {}
         try:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import zlib
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 from .. import _json
@@ -40,7 +41,7 @@ def _import_psycopg() -> Any:
 class PostgresBackend:
     """A connection to one PostgreSQL database, in autocommit mode between transactions."""
 
-    dialect = "postgresql"
+    dialect: Literal["sqlite", "postgresql"] = "postgresql"
     column_types: dict[Family, str] = {
         "bool": "BOOLEAN",
         "int": "BIGINT",
@@ -92,7 +93,9 @@ class PostgresBackend:
         if isinstance(exc, psycopg.OperationalError) and (
             self._conn is None or self._conn.closed or self._conn.broken
         ):
-            return DatabaseUnavailableError(f"lost the connection to PostgreSQL at {self.url!r}: {exc}")
+            return DatabaseUnavailableError(
+                f"lost the connection to PostgreSQL at {self.url!r}: {exc}"
+            )
         return DatabaseError(f"PostgreSQL error on {self.url!r}: {exc}")
 
     @contextmanager
@@ -110,13 +113,13 @@ class PostgresBackend:
 
     def execute(self, sql: str, params: Sequence[Any] | None = None) -> None:
         with self._lock, self._errors():
-            self.conn.execute(sql, params)  # type: ignore[arg-type]  # composed or converted text
+            self.conn.execute(sql, params)  # composed or converted text
 
     def fetchall(
         self, sql: str, params: Sequence[Any] | None = None
     ) -> tuple[list[str], list[tuple[Any, ...]]]:
         with self._lock, self._errors():
-            cursor = self.conn.execute(sql, params)  # type: ignore[arg-type]
+            cursor = self.conn.execute(sql, params)
             rows = cursor.fetchall() if cursor.description else []
             names = [d.name for d in cursor.description or ()]
             return names, rows
@@ -133,10 +136,9 @@ class PostgresBackend:
                         self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
                 yield
             except BaseException as exc:
-                try:
+                # the original error matters more than a failed rollback
+                with contextlib.suppress(self._psycopg.Error):
                     tx.__exit__(type(exc), exc, exc.__traceback__)
-                except self._psycopg.Error:
-                    pass  # the original error matters more than a failed rollback
                 raise
             with self._errors():
                 tx.__exit__(None, None, None)
@@ -174,11 +176,13 @@ class PostgresBackend:
         updates = sql.SQL(", ").join(
             [sql.SQL("logged_at = EXCLUDED.logged_at")]
             + [sql.SQL("{0} = COALESCE(EXCLUDED.{0}, metrics.{0})").format(n) for n in names]
-            + [sql.SQL(
-                "extra = CASE WHEN metrics.extra IS NULL THEN EXCLUDED.extra "
-                "WHEN EXCLUDED.extra IS NULL THEN metrics.extra "
-                "ELSE metrics.extra || EXCLUDED.extra END"
-            )]
+            + [
+                sql.SQL(
+                    "extra = CASE WHEN metrics.extra IS NULL THEN EXCLUDED.extra "
+                    "WHEN EXCLUDED.extra IS NULL THEN metrics.extra "
+                    "ELSE metrics.extra || EXCLUDED.extra END"
+                )
+            ]
         )
         insert = sql.SQL(
             "INSERT INTO metrics (run_id, step, logged_at, {values}) "
@@ -202,7 +206,8 @@ class PostgresBackend:
 
         self.execute(
             sql.SQL("ALTER TABLE metrics ADD COLUMN IF NOT EXISTS {} {}").format(  # type: ignore[arg-type]
-                sql.Identifier(name), sql.SQL(sql_type)  # type: ignore[arg-type]
+                sql.Identifier(name),
+                sql.SQL(sql_type),
             )
         )
 
@@ -211,7 +216,8 @@ class PostgresBackend:
 
         self.execute(
             sql.SQL("ALTER TABLE metrics ALTER COLUMN {0} TYPE {1} USING {0}::{1}").format(  # type: ignore[arg-type]
-                sql.Identifier(name), sql.SQL(sql_type)  # type: ignore[arg-type]
+                sql.Identifier(name),
+                sql.SQL(sql_type),
             )
         )
 
@@ -229,10 +235,8 @@ class PostgresBackend:
 
     def abandon_quietly(self) -> None:
         if self._conn is not None:
-            try:
+            with suppress(Exception):
                 self._conn.close()
-            except Exception:  # noqa: BLE001 - the connection is already broken
-                pass
             self._conn = None
 
     def close(self) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from .. import _json
 from ..errors import ConfigurationError, DatabaseError, DatabaseUnavailableError
@@ -73,7 +73,7 @@ def _translate(exc: sqlite3.Error, path: str) -> DatabaseError:
 class SQLiteBackend:
     """A connection to one SQLite file, usable from any one thread at a time."""
 
-    dialect = "sqlite"
+    dialect: Literal["sqlite", "postgresql"] = "sqlite"
     column_types: dict[Family, str] = {
         "bool": "BOOLEAN",
         "int": "BIGINT",
@@ -192,15 +192,16 @@ class SQLiteBackend:
     def write_metrics(self, batch: MetricBatch, heartbeat: float) -> None:
         names = [self.quote(name) for name, _ in batch.columns]
         columns = ", ".join(["run_id", "step", "logged_at", *names, "extra"])
-        marks = ", ".join(["?", "?", "strftime('%Y-%m-%dT%H:%M:%fZ', ?, 'unixepoch')"]
-                          + ["?"] * (len(names) + 1))
+        marks = ", ".join(
+            ["?", "?", "strftime('%Y-%m-%dT%H:%M:%fZ', ?, 'unixepoch')"] + ["?"] * (len(names) + 1)
+        )
         updates = ", ".join(
             ["logged_at = excluded.logged_at"]
             + [f"{n} = coalesce(excluded.{n}, metrics.{n})" for n in names]
             + ["extra = sqltrack_merge_json(metrics.extra, excluded.extra)"]
         )
         statement = (
-            f"INSERT INTO metrics ({columns}) VALUES ({marks}) "  # noqa: S608 - quoted identifiers
+            f"INSERT INTO metrics ({columns}) VALUES ({marks}) "
             f"ON CONFLICT (run_id, step) DO UPDATE SET {updates}"
         )
         run_id = batch.run_id
@@ -255,5 +256,3 @@ class SQLiteBackend:
 # Connections inherited by a forked child are kept referenced here so that garbage
 # collection never closes them (closing would release the parent's file locks).
 _ABANDONED: list[Any] = []
-
-
