@@ -187,6 +187,8 @@ class Run:
                 "queued and will be written when it returns",
             )
             return
+        if self._status.is_terminal:  # a write after finish(): stop the writer again
+            self._writer.close(self._tracker.options.finish_timeout)
         if operation.error is not None:
             raise operation.error
 

@@ -108,7 +108,9 @@ class PostgresBackend:
     def sql(self, text: LiteralString) -> str:
         converted = self._sql_cache.get(text)
         if converted is None:
-            converted = self._sql_cache[text] = text.replace("%", "%%").replace("?", "%s")
+            converted = text.replace("%", "%%").replace("?", "%s")
+            if len(self._sql_cache) < 512:  # our own statements; ad-hoc reader SQL is not kept
+                self._sql_cache[text] = converted
         return converted
 
     def execute(self, sql: str, params: Sequence[Any] | None = None) -> None:

@@ -1,0 +1,1 @@
+"""PyTorch Lightning logger (SQLTrackLogger) for sqltrack-core: not implemented yet, see the roadmap in README.md."""
