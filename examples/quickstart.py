@@ -27,7 +27,10 @@ def train(run: sqltrack.Run, lr: float, seed: int, steps: int = 300) -> None:
         )
         if step % 50 == 49:
             val_loss = loss + 0.05 + abs(rng.gauss(0, 0.02))
-            run.log({"val/loss": val_loss, "val/acc": 1 - val_loss / 2.5, "epoch": step // 50}, step=step)
+            run.log(
+                {"val/loss": val_loss, "val/acc": 1 - val_loss / 2.5, "epoch": step // 50},
+                step=step,
+            )
 
 
 def main() -> None:
@@ -35,14 +38,24 @@ def main() -> None:
     print(f"tracking into {tracker.url}")
     for seed, lr in enumerate([1e-3, 3e-3, 1e-2, 3e-2]):
         params = {"lr": lr, "seed": seed, "model": {"layers": 4, "hidden": 128}}
-        with tracker.start_run("quickstart-sweep", name=f"lr={lr:g}", params=params, tags=["demo"]) as run:
+        with tracker.start_run(
+            "quickstart-sweep", name=f"lr={lr:g}", params=params, tags=["demo"]
+        ) as run:
             train(run, lr, seed)
 
     # The readers return pandas DataFrames; aggregates are computed in SQL.
     runs = tracker.runs(
         "quickstart-sweep", metrics={"val/acc": "max", "train/loss": "last", "val/loss": "min"}
     )
-    columns = ["id", "name", "status", "params.lr", "val/acc:max", "train/loss:last", "val/loss:min"]
+    columns = [
+        "id",
+        "name",
+        "status",
+        "params.lr",
+        "val/acc:max",
+        "train/loss:last",
+        "val/loss:min",
+    ]
     print(runs[columns].tail(4).to_string(index=False))
 
     # Every metric is a typed column: plain SQL just works.
@@ -51,7 +64,9 @@ def main() -> None:
         "JOIN runs r ON r.id = m.run_id GROUP BY r.id, r.name ORDER BY best_val_acc DESC LIMIT 1"
     )
     print(f"\nbest run by SQL: {best.iloc[0]['name']} (val_acc {best.iloc[0]['best_val_acc']:.3f})")
-    print("try: sqltrack runs --metric val/acc:max   or   sqltrack sql 'SELECT * FROM metric_columns'")
+    print(
+        "try: sqltrack runs --metric val/acc:max   or   sqltrack sql 'SELECT * FROM metric_columns'"
+    )
 
 
 if __name__ == "__main__":

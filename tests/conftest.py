@@ -20,9 +20,7 @@ import sqltrack_core as sqltrack
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
-PG_URL = os.environ.get(
-    "SQLTRACK_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
+PG_URL = os.environ.get("SQLTRACK_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REQUIRE_PG = os.environ.get("SQLTRACK_TEST_REQUIRE_POSTGRES") == "1"
 
 _pg_error: list[str | None] = []
@@ -37,7 +35,7 @@ def _pg_unavailable() -> str | None:
             with psycopg.connect(PG_URL, connect_timeout=5) as conn:
                 conn.execute("SELECT 1")
             _pg_error.append(None)
-        except Exception as exc:  # noqa: BLE001 - any failure means "no server"
+        except Exception as exc:
             _pg_error.append(f"PostgreSQL at {PG_URL} is unavailable: {exc}")
     return _pg_error[0]
 
