@@ -259,7 +259,11 @@ _DTYPES = {"int": "Int64", "float": "float64", "bool": "boolean"}
 def metrics(
     tracker: Tracker, run_ids: int | Run | Iterable[int | Run], keys: Iterable[str] | None = None
 ) -> pd.DataFrame:
-    """See `Tracker.metrics`."""
+    """See `Tracker.metrics`.
+
+    A metric whose key is one of the frame's own columns (``run_id``, ``step``, ``logged_at``)
+    is shown with a trailing underscore (``step_``), as `sanitize` does for reserved words.
+    """
     _require_pandas()
     import pandas as pd
 
@@ -269,7 +273,7 @@ def metrics(
     wanted = list(columns) if keys is None else list(dict.fromkeys(keys))
     selected = [(k, columns[k]) for k in wanted if k in columns]
     if not ids:
-        empty_frame: pd.DataFrame = pd.DataFrame(columns=["run_id", "step", "logged_at", *wanted])
+        empty_frame: pd.DataFrame = pd.DataFrame(columns=[*_FRAME_COLUMNS, *_labels(wanted)])
         return empty_frame
     marks = ", ".join("?" for _ in ids)
     select = ", ".join(
@@ -279,48 +283,56 @@ def metrics(
         b.sql(f"SELECT {select} FROM metrics WHERE run_id IN ({marks}) ORDER BY run_id, step"),
         ids,
     )
-    df = pd.DataFrame.from_records(
-        rows, columns=["run_id", "step", "logged_at", *[k for k, _ in selected], "extra"]
-    )
-    for key, (_, family) in selected:
-        if family == "float" and b.dialect == "sqlite":
-            df[key] = [math.nan if v == "NaN" else v for v in df[key]]
-        elif family == "json" and b.dialect == "sqlite":
-            df[key] = [_json.decode(v) for v in df[key]]
-        elif family == "bool" and b.dialect == "sqlite":
-            df[key] = [None if v is None else bool(v) for v in df[key]]
-        dtype = _DTYPES.get(family or "")
-        if dtype is not None:
-            df[key] = df[key].astype(dtype)
+    # Columns are built from the raw rows: letting pandas infer them first would turn a missing
+    # int into a float64 NaN (rounding big ints), a missing bool into True, a NaN into "missing".
+    stored = {
+        key: [_decode(row[position], family, b.dialect) for row in rows]
+        for position, (key, (_, family)) in enumerate(selected, start=3)
+    }
     extras: dict[str, list[Any]] = {}
-    for position, text in enumerate(df["extra"]):
-        if text is None:
+    for position, row in enumerate(rows):
+        if row[-1] is None:
             continue
-        for key, value in _json.decode(text).items():
+        for key, value in _json.decode(row[-1]).items():
             if keys is not None and key not in wanted:
                 continue
-            column = extras.setdefault(key, [None] * len(df))
-            column[position] = value
-    for key, values in extras.items():
-        if key in df.columns:  # a key with a column whose value did not fit it at some steps
-            merged = df[key].astype(object).where(df[key].notna(), pd.Series(values, dtype=object))
-            df[key] = merged
-        else:
-            df[key] = pd.Series(values, dtype=object)
-    df = df.drop(columns=["extra"])
+            extras.setdefault(key, [None] * len(rows))[position] = value
     if keys is None:  # keep only metrics these runs logged
-        empty = [k for k, _ in selected if k not in extras and df[k].isna().all()]
-        df = df.drop(columns=empty)
+        shown = [k for k, _ in selected if k in extras or any(v is not None for v in stored[k])]
+        shown += [k for k in extras if k not in stored]
     else:
-        for key in wanted:
-            if key not in df.columns:
-                df[key] = pd.Series([None] * len(df), dtype=object)
-        df = df[["run_id", "step", "logged_at", *wanted]]
-    else_order = [c for c in df.columns if c not in ("run_id", "step", "logged_at")]
-    df = df[["run_id", "step", "logged_at", *else_order]]
+        shown = wanted
+    data: dict[str, Any] = {name: [row[i] for row in rows] for i, name in enumerate(_FRAME_COLUMNS)}
+    for key, label in zip(shown, _labels(shown), strict=True):
+        values = stored.get(key)
+        extra = extras.get(key)
+        if values is None:  # no column: only in extra, or not logged at all
+            data[label] = pd.Series(extra or [None] * len(rows), dtype=object)
+        elif extra is not None:  # a key with a column whose value did not fit it at some steps
+            merged = [e if v is None else v for v, e in zip(values, extra, strict=True)]
+            data[label] = pd.Series(merged, dtype=object)
+        else:
+            data[label] = pd.Series(values, dtype=_DTYPES.get(columns[key][1] or ""))
+    df: pd.DataFrame = pd.DataFrame(data, columns=[*_FRAME_COLUMNS, *_labels(shown)])
     _times(df)
-    result: pd.DataFrame = df.reset_index(drop=True)
-    return result
+    return df
+
+
+_FRAME_COLUMNS = ("run_id", "step", "logged_at")
+
+
+def _labels(keys: list[str]) -> list[str]:
+    """Frame column labels for metric `keys`: the keys, except those equal to a frame column."""
+    used = {*_FRAME_COLUMNS, *keys}
+    labels = []
+    for key in keys:
+        label = key
+        if key in _FRAME_COLUMNS:
+            while label in used:
+                label += "_"
+            used.add(label)
+        labels.append(label)
+    return labels
 
 
 def lineage(tracker: Tracker, run_id: int) -> pd.DataFrame:
