@@ -14,6 +14,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 from . import _json
@@ -271,9 +272,13 @@ class MetricWriter:
                 row = pending.get(step)
                 if row is None:
                     pending[step] = [logged_at, values]
-                else:  # the same step again: merge, later values win
+                else:  # the same step again: merge, later values win; None means "no value"
                     row[0] = logged_at
-                    row[1] = {**row[1], **values}
+                    merged = {**row[1], **values}
+                    for key, value in values.items():
+                        if value is None and row[1].get(key) is not None:
+                            merged[key] = row[1][key]
+                    row[1] = merged
             elif type(item) is _Marker:
                 self._markers.append(item)
             else:
@@ -349,44 +354,41 @@ class MetricWriter:
         registry = self._registry
         steps = sorted(self._pending)
         rows = [self._pending[s] for s in steps]
-        seen: dict[str, list[Family | None]] = {}
-        widen: set[str] = set()
-        for _, values in rows:
-            for key, value in values.items():
-                if not registry.known(key):
-                    seen.setdefault(key, []).append(family_of(value))
-                    continue
-                entry = registry.get(key)
-                if entry is not None and needs_widening(value, entry[1]):
-                    widen.add(key)
-        if seen:
+        # Every key of the batch, in the order first seen (that order names new columns).
+        present = dict.fromkeys(chain.from_iterable(values for _, values in rows))
+        unknown = [key for key in present if not registry.known(key)]
+        if unknown:
+            seen: dict[str, list[Family | None]] = {key: [] for key in unknown}
+            for _, values in rows:
+                for key, value in values.items():
+                    families = seen.get(key)
+                    if families is not None:
+                        families.append(family_of(value))
             registry.resolve(backend, {k: narrow(f) for k, f in seen.items()})
-            for key in seen:  # a new int column may need widening already in this batch
-                entry = registry.get(key)
-                if (
-                    entry is not None
-                    and entry[1] == "int"
-                    and any(needs_widening(values.get(key), "int") for _, values in rows)
-                ):
-                    widen.add(key)
-        for key in widen:
-            registry.widen(backend, key)
-
         keys: dict[str, tuple[str, Family | None]] = {}
-        for _, values in rows:
-            for key in values:
-                if key not in keys:
-                    entry = registry.get(key)
-                    if entry is not None:
-                        keys[key] = entry
-        ordered = list(keys.items())
-        batch = MetricBatch(self.run_id, [col for _, col in ordered])
+        for key in present:
+            entry = registry.get(key)
+            if entry is None:
+                continue
+            if entry[1] == "int" and any(
+                needs_widening(values.get(key), "int") for _, values in rows
+            ):  # a fractional or non-finite float arrived for an int column
+                registry.widen(backend, key)
+                entry = registry.get(key) or entry
+            keys[key] = entry
+
+        ordered = [(key, family) for key, (_, family) in keys.items()]
+        overflow = len(keys) < len(present)  # some keys have no column: their values go to extra
+        batch = MetricBatch(self.run_id, list(keys.values()))
+        append = batch.rows.append
         for step, (logged_at, values) in zip(steps, rows, strict=False):
             extra: dict[str, Any] | None = None
             out: list[Any] = [step, logged_at]
-            for key, (_, family) in ordered:
+            for key, family in ordered:
                 value = values.get(key)
-                if value is not None and not fits(value, family):
+                if value is None or (type(value) is float and family == "float"):
+                    pass  # the common case: nothing to check or convert
+                elif not fits(value, family):
                     extra = extra if extra is not None else {}
                     extra[key] = value
                     warn_once(
@@ -398,15 +400,16 @@ class MetricWriter:
                     value = None
                 elif family == "int" and type(value) is float:
                     value = int(value)
-                elif family == "json" and value is not None:
+                elif family == "json":
                     value = _json.dumps(value)
                 out.append(value)
-            for key, value in values.items():
-                if key not in keys:  # over the column budget, or only None so far
-                    extra = extra if extra is not None else {}
-                    extra[key] = value
+            if overflow:
+                for key, value in values.items():
+                    if key not in keys:  # over the column budget, or only None so far
+                        extra = extra if extra is not None else {}
+                        extra[key] = value
             out.append(None if extra is None else _json.dumps(_extra_json(extra)))
-            batch.rows.append(tuple(out))
+            append(tuple(out))
         backend.write_metrics(batch, heartbeat=time.time())
         self._pending.clear()
 

@@ -1,4 +1,8 @@
-"""PostgreSQL backend: psycopg 3, COPY into a staging table, then one upsert per batch."""
+"""PostgreSQL backend: psycopg 3; batches are COPied into ``metrics``.
+
+A batch that only adds steps past the run's last stored step is COPied straight into
+``metrics``; any other batch is COPied into a staging table and merged with one upsert.
+"""
 
 from __future__ import annotations
 
@@ -166,10 +170,47 @@ class PostgresBackend:
         return {name: sql_type for name, sql_type in rows}
 
     def write_metrics(self, batch: MetricBatch, heartbeat: float) -> None:
+        try:
+            self._write_metrics(batch, heartbeat, direct=True)
+        except DatabaseError as exc:
+            if not isinstance(exc.__cause__, self._psycopg.errors.UniqueViolation):
+                raise
+            # another connection stored one of these steps meanwhile: merge through the upsert
+            self._write_metrics(batch, heartbeat, direct=False)
+
+    def _write_metrics(self, batch: MetricBatch, heartbeat: float, *, direct: bool) -> None:
         from psycopg import sql
 
         names = [sql.Identifier(name) for name, _ in batch.columns]
         values = sql.SQL(", ").join([*names, sql.Identifier("extra")])
+        with self.transaction(), self._errors():
+            cursor = self.conn.cursor()
+            if direct and batch.rows:
+                cursor.execute("SELECT max(step) FROM metrics WHERE run_id = %s", (batch.run_id,))
+                row = cursor.fetchone()
+                latest = row[0] if row else None
+                direct = latest is None or min(r[0] for r in batch.rows) > latest
+            if direct:  # only new steps: nothing to merge, COPY straight into metrics
+                self._copy_new_steps(cursor, batch, values)
+            else:
+                self._upsert(cursor, batch, names, values)
+            cursor.execute(
+                "UPDATE runs SET heartbeat_at = %s WHERE id = %s",
+                (self.timestamp(heartbeat), batch.run_id),
+            )
+
+    def _copy_new_steps(self, cursor: Any, batch: MetricBatch, values: Any) -> None:
+        from psycopg import sql
+
+        copy = sql.SQL("COPY metrics (run_id, step, logged_at, {}) FROM STDIN").format(values)
+        run_id, utc, stamp = batch.run_id, timezone.utc, datetime.fromtimestamp
+        with cursor.copy(copy) as writer:
+            for row in batch.rows:
+                writer.write_row((run_id, row[0], stamp(row[1], utc), *row[2:]))
+
+    def _upsert(self, cursor: Any, batch: MetricBatch, names: list[Any], values: Any) -> None:
+        from psycopg import sql
+
         create = sql.SQL(
             "CREATE TEMP TABLE sqltrack_stage ON COMMIT DROP AS "
             "SELECT step, 0::float8 AS logged_at, {} FROM metrics WITH NO DATA"
@@ -191,17 +232,11 @@ class PostgresBackend:
             "SELECT {run_id}, step, to_timestamp(logged_at), {values} FROM sqltrack_stage "
             "ON CONFLICT (run_id, step) DO UPDATE SET {updates}"
         ).format(values=values, run_id=sql.Literal(batch.run_id), updates=updates)
-        with self.transaction(), self._errors():
-            cursor = self.conn.cursor()
-            cursor.execute(create)
-            with cursor.copy(copy) as writer:
-                for row in batch.rows:
-                    writer.write_row(row)
-            cursor.execute(insert)
-            cursor.execute(
-                "UPDATE runs SET heartbeat_at = %s WHERE id = %s",
-                (self.timestamp(heartbeat), batch.run_id),
-            )
+        cursor.execute(create)
+        with cursor.copy(copy) as writer:
+            for row in batch.rows:
+                writer.write_row(row)
+        cursor.execute(insert)
 
     def add_metric_column(self, name: str, sql_type: str) -> None:
         from psycopg import sql

@@ -58,6 +58,15 @@ def _merge_json(old: str | None, new: str | None) -> str | None:
     return _json.dumps(merged)
 
 
+def _nan_as_text(row: tuple[Any, ...], positions: list[int]) -> tuple[Any, ...]:
+    """Return `row`, or a copy with each NaN at `positions` replaced by `NAN_TEXT`."""
+    for i in positions:
+        v = row[i]
+        if v != v:  # NaN (None == None, so None stays)
+            return tuple(NAN_TEXT if j in positions and x != x else x for j, x in enumerate(row))
+    return row
+
+
 def _translate(exc: sqlite3.Error, path: str) -> DatabaseError:
     message = str(exc)
     if isinstance(exc, sqlite3.OperationalError) and (
@@ -192,8 +201,10 @@ class SQLiteBackend:
     def write_metrics(self, batch: MetricBatch, heartbeat: float) -> None:
         names = [self.quote(name) for name, _ in batch.columns]
         columns = ", ".join(["run_id", "step", "logged_at", *names, "extra"])
+        run_id = int(batch.run_id)  # a literal, so that the batch's rows are bound as they are
         marks = ", ".join(
-            ["?", "?", "strftime('%Y-%m-%dT%H:%M:%fZ', ?, 'unixepoch')"] + ["?"] * (len(names) + 1)
+            [str(run_id), "?", "strftime('%Y-%m-%dT%H:%M:%fZ', ?, 'unixepoch')"]
+            + ["?"] * (len(names) + 1)
         )
         updates = ", ".join(
             ["logged_at = excluded.logged_at"]
@@ -204,18 +215,10 @@ class SQLiteBackend:
             f"INSERT INTO metrics ({columns}) VALUES ({marks}) "
             f"ON CONFLICT (run_id, step) DO UPDATE SET {updates}"
         )
-        run_id = batch.run_id
         float_positions = [i + 2 for i, (_, fam) in enumerate(batch.columns) if fam == "float"]
-        rows: list[tuple[Any, ...]] = []
-        for row in batch.rows:
-            if float_positions:
-                values = list(row)
-                for i in float_positions:
-                    v = values[i]
-                    if v is not None and v != v:  # NaN
-                        values[i] = NAN_TEXT
-                row = tuple(values)
-            rows.append((run_id, *row))
+        rows = batch.rows
+        if float_positions:
+            rows = [_nan_as_text(row, float_positions) for row in rows]
         with self.transaction():
             try:
                 self.conn.executemany(statement, rows)
