@@ -8,6 +8,7 @@ import platform
 import socket
 import subprocess
 import sys
+from functools import lru_cache
 from importlib import metadata
 from typing import Any
 
@@ -35,14 +36,15 @@ def _git(cwd: str) -> dict[str, Any] | None:
     }
 
 
-def _versions() -> dict[str, str]:
-    versions = {}
+@lru_cache(maxsize=1)  # reading package metadata costs milliseconds; versions rarely change
+def _package_versions() -> tuple[tuple[str, str], ...]:
+    versions: dict[str, str] = {}
     for name in _FRAMEWORKS:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
-    return versions
+    return tuple(versions.items())
 
 
 def _cuda() -> list[dict[str, Any]] | None:
@@ -87,7 +89,7 @@ def capture() -> dict[str, Any]:
         "pid": os.getpid(),
         "argv": list(sys.argv),
         "cwd": cwd,
-        "packages": _versions(),
+        "packages": dict(_package_versions()),
     }
     git = _git(cwd)
     if git is not None:

@@ -102,6 +102,7 @@ class Run:
         self._writer = MetricWriter(
             id,
             tracker._open_backend,
+            tracker._release_backend,
             tracker.registry,
             label=f"{id} ({experiment}/{name or uuid})",
             flush_interval=options.flush_interval,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from . import _env, _json, analysis, migrations
 from ._backends import Backend, open_backend
 from ._backends.base import mask_password, resolve_url
-from .errors import ConfigurationError, NotFoundError
+from .errors import ConfigurationError, NotFoundError, SQLTrackError
 from .runs import Run, _check_tags
 from .writer import DEFAULT_COLUMN_BUDGET, ColumnRegistry
 
@@ -60,6 +61,7 @@ class Options:
 
 
 _trackers: weakref.WeakSet[Tracker] = weakref.WeakSet()
+_POOL_SIZE = 4  # idle writer connections kept per tracker
 
 
 class Tracker:
@@ -84,6 +86,9 @@ class Tracker:
         self.options.check()
         self.url = resolve_url(url)
         self._lock = threading.RLock()
+        self._pool: list[Backend] = []
+        self._pool_lock = threading.Lock()
+        self._closed = False
         self._backend: Backend = open_backend(self.url)
         self.registry = ColumnRegistry(self.options.column_budget)
         if migrate:
@@ -104,7 +109,20 @@ class Tracker:
         return self._backend
 
     def _open_backend(self) -> Backend:
+        """A writer connection: a pooled one if a finished run returned it, else a new one."""
+        with self._pool_lock:
+            if self._pool:
+                return self._pool.pop()
         return open_backend(self.url)
+
+    def _release_backend(self, backend: Backend) -> None:
+        """Take back a finished run's writer connection (sequential runs skip reconnecting)."""
+        with self._pool_lock:
+            if len(self._pool) < _POOL_SIZE and not self._closed:
+                self._pool.append(backend)
+                return
+        with contextlib.suppress(SQLTrackError):
+            backend.close()
 
     def migrate(
         self, directory: str | os.PathLike[str] | None = None
@@ -261,9 +279,13 @@ class Tracker:
             return analysis.query(self, sql, params)
 
     def close(self) -> None:
-        """Close the reader connection (runs keep their own writer connections)."""
-        with self._lock:
-            self._backend.close()
+        """Close the reader and idle writer connections (running runs keep theirs)."""
+        with self._lock, self._pool_lock:
+            self._closed = True
+            for backend in [self._backend, *self._pool]:
+                with contextlib.suppress(SQLTrackError):
+                    backend.close()
+            self._pool.clear()
 
     def __enter__(self) -> Tracker:
         return self
@@ -274,7 +296,10 @@ class Tracker:
     def _after_fork(self) -> None:
         self._lock = threading.RLock()
         self.registry._lock = threading.Lock()
-        self._backend.abandon()
+        self._pool_lock = threading.Lock()
+        for backend in [self._backend, *self._pool]:
+            backend.abandon()
+        self._pool.clear()
         self._backend = _LazyBackend(self.url)
 
 

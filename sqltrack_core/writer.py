@@ -160,6 +160,7 @@ class MetricWriter:
         self,
         run_id: int,
         open_backend: Callable[[], Backend],
+        release_backend: Callable[[Backend], None],
         registry: ColumnRegistry,
         *,
         label: str,
@@ -173,6 +174,7 @@ class MetricWriter:
         self.queue: deque[Any] = deque()
         self.wake = threading.Event()
         self._open_backend = open_backend
+        self._release_backend = release_backend
         self._registry = registry
         self._backend: Backend | None = None
         self._pending: dict[int, list[Any]] = {}  # step -> [logged_at, {key: value}]
@@ -217,9 +219,9 @@ class MetricWriter:
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout if not flushed else 5.0)
-        if flushed and self._backend is not None:
-            with contextlib.suppress(SQLTrackError):
-                self._backend.close()
+        idle = thread is None or not thread.is_alive()
+        if flushed and idle and self._backend is not None:
+            self._release_backend(self._backend)  # back to the tracker's pool for the next run
             self._backend = None
         return flushed
 
