@@ -63,14 +63,18 @@ if click is not None:
             try:
                 return fn(*args, **kwargs)
             except SQLTrackError as exc:
-                raise click.ClickException(str(exc)) from exc
+                # a driver message can go on with context lines (PostgreSQL's "LINE 1: ...")
+                lines = str(exc).strip().splitlines() or [type(exc).__name__]
+                raise click.ClickException(lines[0]) from exc
 
         return wrapper  # type: ignore[return-value]
 
     def _tracker(url: str | None, *, migrate: bool = True) -> Any:
         from .tracker import connect
 
-        return connect(url, migrate=migrate)
+        tracker = connect(url, migrate=migrate)
+        click.get_current_context().call_on_close(tracker.close)  # no leaked connections
+        return tracker
 
     def _cell(value: Any) -> str:
         if value is None:
