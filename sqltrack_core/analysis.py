@@ -202,7 +202,8 @@ def runs(
         if is_group:
             grouped.append(f"{expr} AS {alias}")
             group_params.extend(params)
-            outer.append(f"g.{alias}")
+            # a run without metric rows has no row in g: its count is 0, not NULL
+            outer.append(f"COALESCE(g.{alias}, 0) AS {alias}" if agg == "count" else f"g.{alias}")
         else:
             outer.append(f"{expr} AS {alias}")
             outer_params.extend(params)
