@@ -16,16 +16,24 @@ from typing import TYPE_CHECKING, Any
 
 from . import _json
 from ._warn import logger, warn_once
-from .errors import ConfigurationError, MetricTypeError, RunStateError, SQLTrackError
+from .errors import (
+    ConfigurationError,
+    DatabaseError,
+    MetricTypeError,
+    RunStateError,
+    SQLTrackError,
+)
 from .writer import MetricWriter, Operation
 
 if TYPE_CHECKING:
     from ._backends import Backend
+    from .provenance import InferredLink
     from .tracker import Tracker
 
 __all__ = ["Run", "RunStatus"]
 
 _MIN_INT64, _MAX_INT64 = -(2**63), 2**63 - 1
+_TOKEN_LINK_KINDS = ("resumed_from", "finetuned_from")
 
 
 class RunStatus(str, enum.Enum):
@@ -340,6 +348,148 @@ class Run:
     def _after_fork(self) -> None:
         self._state_lock = threading.Lock()
         self._writer.forget_after_fork()
+
+    # -- provenance (issue 3; the design is in sqltrack_core/provenance.py) -------------------
+
+    def register_checkpoint(
+        self,
+        path: str | os.PathLike[str] | None,
+        state_dict: Mapping[str, Any] | None,
+        step: int | None,
+        *,
+        kind: str = "checkpoint",
+        sample_above: int | None = None,
+    ) -> dict[str, Any]:
+        """Register a checkpoint of this run; return the token to embed in it.
+
+        The tensors of `state_dict` are fingerprinted here, on the caller's thread, and written
+        in the background after the metrics logged before: this never waits for the database.
+        `kind` is 'checkpoint' or 'final'; `sample_above` must match the other runs' (see
+        `provenance.fingerprint_state_dict`).
+
+        Example::
+
+            token = run.register_checkpoint("ckpt.pt", model.state_dict(), step=100)
+            torch.save({"model": model.state_dict(), "sqltrack": token}, "ckpt.pt")
+
+        Raises:
+            ConfigurationError: a bad `kind`, `path` or `state_dict`.
+            RunStateError: the run has finished.
+        """
+        from . import provenance
+
+        if self._status is not RunStatus.RUNNING:
+            raise RunStateError(
+                f"run {self.id} is {self._status.value}; register_checkpoint() needs a running run"
+            )
+        provenance.check_kind(kind)
+        checked_step = None if step is None else _check_step(step)
+        text_path = None if path is None else os.fspath(path)
+        if text_path is not None and not isinstance(text_path, str):
+            raise ConfigurationError(f"checkpoint path {path!r} must be a str or os.PathLike[str]")
+        fingerprints = (
+            []
+            if state_dict is None
+            else provenance.fingerprint_state_dict(state_dict, sample_above=sample_above)
+        )
+        token = provenance.checkpoint_token(self.uuid, uuid_module.uuid4(), checked_step)
+        stored = dict(token)
+
+        def write(b: Backend) -> None:
+            try:
+                provenance.write_checkpoint(
+                    b,
+                    run_id=self.id,
+                    token=stored,
+                    path=text_path,
+                    kind=kind,
+                    fingerprints=fingerprints,
+                )
+            except DatabaseError as exc:
+                if not b.is_disconnect(exc):  # a disconnect is retried by the writer
+                    warn_once(
+                        f"run:{self.uuid}",
+                        "checkpoint",
+                        f"sqltrack: could not register checkpoint {text_path!r} of run "
+                        f"{self.id}: {exc}",
+                    )
+                raise
+
+        self._writer.submit(Operation(write))
+        return token
+
+    def link_from_weights(
+        self, state_dict: Mapping[str, Any], *, sample_above: int | None = None
+    ) -> list[InferredLink]:
+        """Record `state_dict` as this run's initial weights and link the runs they came from.
+
+        Call it once the model holds the weights it starts from. Each fingerprinted tensor is
+        credited to the earliest other run that produced (changed) it; a run credited with at
+        least half of the elements becomes ``finetuned_from``, any other ``initialized_from``,
+        with the fraction in the link's evidence. Fresh weights link nothing. Unlike the other
+        writes this waits: it reads the registry.
+
+        Example::
+
+            model.load_state_dict(torch.load("base.pt", weights_only=True)["model"])
+            links = run.link_from_weights(model.state_dict())  # [InferredLink('finetuned_from', ...)]
+
+        Raises:
+            ConfigurationError: `state_dict` is not a mapping.
+            DatabaseError: the registry could not be read.
+        """
+        from . import provenance
+
+        fingerprints = provenance.fingerprint_state_dict(state_dict, sample_above=sample_above)
+        token = provenance.checkpoint_token(self.uuid, uuid_module.uuid4(), None)
+        self._write(
+            lambda b: provenance.write_checkpoint(
+                b, run_id=self.id, token=token, path=None, kind="initial", fingerprints=fingerprints
+            )
+        )
+        tracker = self._tracker
+        with tracker._lock:
+            links = provenance.infer_links(tracker.backend, self.id, fingerprints)
+        for link in links:
+            self.link(link.kind, link.run_id, link.evidence)
+        return links
+
+    def link_from_token(
+        self,
+        token: Mapping[str, Any],
+        *,
+        kind: str = "resumed_from",
+        path: str | os.PathLike[str] | None = None,
+    ) -> InferredLink:
+        """Link the run that wrote the checkpoint `token` (as `register_checkpoint` returned it).
+
+        `kind` is 'resumed_from' (optimizer and loop state restored) or 'finetuned_from'.
+
+        Raises:
+            ConfigurationError: `token` is not a checkpoint token, or a bad `kind`.
+            NotFoundError: the token's run is not in this database.
+        """
+        from . import provenance
+
+        parsed = provenance.read_token(token)
+        if parsed is None:
+            raise ConfigurationError(
+                f"token {token!r:.120} is not a sqltrack checkpoint token; expected "
+                "{'run_uuid': ..., 'checkpoint_uuid': ..., 'step': ...} from register_checkpoint()"
+            )
+        if kind not in _TOKEN_LINK_KINDS:
+            raise ConfigurationError(
+                f"link kind {kind!r} is not one of {', '.join(map(repr, _TOKEN_LINK_KINDS))}"
+            )
+        to_id = self._tracker._run_id(parsed["run_uuid"])
+        evidence = {
+            "method": "token",
+            "checkpoint_uuid": parsed["checkpoint_uuid"],
+            "step": parsed["step"],
+            "path": None if path is None else os.fspath(path),
+        }
+        self.link(kind, to_id, evidence)
+        return provenance.InferredLink(kind, to_id, parsed["run_uuid"], evidence)
 
 
 def _status_for(exc: BaseException | None) -> RunStatus:

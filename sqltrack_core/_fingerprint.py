@@ -1,0 +1,230 @@
+"""Per-tensor content fingerprints of a state dict (torch tensors, numpy arrays), no imports at load."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ConfigurationError
+
+__all__ = ["MIN_NUMEL", "TensorFingerprint", "fingerprint_state_dict"]
+
+#: Tensors with fewer elements than this are skipped: scalars, counters such as BatchNorm's
+#: ``num_batches_tracked``, tiny biases. Their content says too little about where they came from.
+MIN_NUMEL = 16
+
+#: GPU tensors are copied to pinned CPU memory without blocking, in groups of about this many
+#: bytes, with one synchronisation per group rather than one per tensor.
+_COPY_GROUP_BYTES = 256 * 2**20
+
+_DIGEST_SIZE = 16  # 128-bit BLAKE2b: collisions between unrelated weights are not a concern
+
+
+@dataclass(frozen=True)
+class TensorFingerprint:
+    """The content hash of one tensor: over dtype, shape and raw bytes.
+
+    `sampled` is True when only a deterministic strided subset of the elements was hashed
+    (`fingerprint_state_dict(..., sample_above=N)`); such a hash only equals hashes taken with the
+    same `sample_above`.
+    """
+
+    name: str
+    hash: str
+    dtype: str
+    shape: tuple[int, ...]
+    numel: int
+    sampled: bool = False
+
+
+@dataclass
+class _Prepared:
+    """One tensor on its way to a hash: the elements to hash, flattened, maybe still on a GPU."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    numel: int
+    stride: int  # 1: every element; >1: every stride-th element (sampled)
+    data: Any  # a 1-D torch tensor or numpy array
+
+
+def fingerprint_state_dict(
+    state_dict: Mapping[str, Any],
+    *,
+    min_numel: int = MIN_NUMEL,
+    sample_above: int | None = None,
+) -> list[TensorFingerprint]:
+    """Hash each tensor of `state_dict` (torch tensors of any dtype, numpy arrays).
+
+    Skipped: values that are not tensors or arrays, tensors with fewer than `min_numel`
+    elements, and constant tensors (all elements equal, e.g. zero biases or LayerNorm ones,
+    which every initialisation shares). GPU tensors are copied to the CPU first.
+
+    Args:
+        state_dict: a flat mapping from names to tensors, as ``model.state_dict()`` returns.
+        min_numel: the smallest tensor that is hashed.
+        sample_above: when set, a tensor with more elements than this hashes only about
+            `sample_above` of them, taken at a fixed stride, and is flagged `sampled`.
+
+    Example::
+
+        fps = fingerprint_state_dict(model.state_dict())
+        {fp.name: fp.hash for fp in fps}
+    """
+    if not isinstance(state_dict, Mapping):
+        raise ConfigurationError(
+            f"state_dict {state_dict!r:.80} is a {type(state_dict).__name__}; expected a "
+            "mapping of names to tensors such as model.state_dict()"
+        )
+    if sample_above is not None and (
+        isinstance(sample_above, bool) or not isinstance(sample_above, int) or sample_above < 1
+    ):
+        raise ConfigurationError(
+            f"sample_above {sample_above!r} must be a positive int (elements) or None"
+        )
+    results = []
+    for item in _hashable(_prepare_all(state_dict, min_numel, sample_above)):
+        digest = _digest(item)
+        if digest is not None:
+            results.append(digest)
+    return results
+
+
+def _prepare_all(
+    state_dict: Mapping[str, Any], min_numel: int, sample_above: int | None
+) -> Iterator[_Prepared]:
+    for name, value in state_dict.items():
+        module = type(value).__module__
+        if module.split(".", 1)[0] == "torch" and hasattr(value, "detach"):
+            prepared = _prepare_torch(str(name), value, min_numel, sample_above)
+        elif hasattr(value, "__array__") and hasattr(value, "dtype") and hasattr(value, "shape"):
+            prepared = _prepare_numpy(str(name), value, min_numel, sample_above)
+        else:
+            continue  # not a tensor (e.g. a step counter or a config entry)
+        if prepared is not None:
+            yield prepared
+
+
+def _stride(numel: int, sample_above: int | None) -> int:
+    if sample_above is None or numel <= sample_above:
+        return 1
+    return -(-numel // sample_above)  # ceil: at most sample_above elements
+
+
+def _prepare_torch(
+    name: str, tensor: Any, min_numel: int, sample_above: int | None
+) -> _Prepared | None:
+    import torch
+
+    if tensor.layout is not torch.strided or tensor.is_quantized or tensor.device.type == "meta":
+        return None  # sparse, quantized or data-less: no plain bytes to hash
+    numel = int(tensor.numel())
+    if numel < min_numel:
+        return None
+    flat = tensor.detach().reshape(-1)
+    stride = _stride(numel, sample_above)
+    if stride > 1:
+        flat = flat[::stride]  # on the tensor's device: only the sample is copied
+    dtype = str(tensor.dtype).removeprefix("torch.")
+    return _Prepared(name, dtype, tuple(int(s) for s in tensor.shape), numel, stride, flat)
+
+
+def _prepare_numpy(
+    name: str, array: Any, min_numel: int, sample_above: int | None
+) -> _Prepared | None:
+    import numpy as np
+
+    array = np.asarray(array)
+    if array.dtype.hasobject:
+        return None
+    numel = int(array.size)
+    if numel < min_numel:
+        return None
+    flat = array.reshape(-1)
+    stride = _stride(numel, sample_above)
+    if stride > 1:
+        flat = flat[::stride]
+    return _Prepared(
+        name, array.dtype.name, tuple(int(s) for s in array.shape), numel, stride, flat
+    )
+
+
+def _hashable(items: Iterator[_Prepared]) -> Iterator[_Prepared]:
+    """Yield `items` with their data as contiguous CPU memory.
+
+    CUDA tensors are copied into pinned memory with ``non_blocking=True``, a group at a time,
+    and the group is synchronised once: the GPU keeps working while earlier groups hash.
+    """
+    group: list[tuple[_Prepared, Any]] = []
+    group_bytes = 0
+    for item in items:
+        data = item.data
+        if type(data).__module__.split(".", 1)[0] != "torch" or data.device.type == "cpu":
+            yield item
+            continue
+        if data.device.type != "cuda":
+            item.data = data.to("cpu")
+            yield item
+            continue
+        import torch
+
+        copy = torch.empty(data.shape, dtype=data.dtype, pin_memory=True)
+        copy.copy_(data, non_blocking=True)
+        item.data = copy
+        cuda: Any = torch.cuda  # typed loosely: torch's stubs leave Event() untyped
+        event = cuda.Event()
+        event.record(cuda.current_stream(data.device))
+        group.append((item, event))
+        group_bytes += copy.numel() * copy.element_size()
+        if group_bytes >= _COPY_GROUP_BYTES:
+            yield from _drain(group)
+            group, group_bytes = [], 0
+    yield from _drain(group)
+
+
+def _drain(group: list[tuple[_Prepared, Any]]) -> Iterator[_Prepared]:
+    for item, event in group:
+        event.synchronize()
+        yield item
+
+
+def _digest(item: _Prepared) -> TensorFingerprint | None:
+    data = item.data
+    if type(data).__module__.split(".", 1)[0] == "torch":
+        import torch
+
+        flat = data.contiguous()
+        raw = flat.view(torch.uint8)  # any dtype, bf16 and bool included, as its bytes
+        count = int(flat.numel())
+        rows = raw.view(count, -1)
+        if count < 2 or bool((rows == rows[0]).all()):
+            return None  # constant: every init has it, so it says nothing
+        buffer: Any = _torch_bytes(raw)
+    else:
+        import numpy as np
+
+        flat = np.ascontiguousarray(data)
+        raw = flat.view(np.uint8)
+        count = int(flat.size)
+        rows = raw.reshape(count, -1)
+        if count < 2 or bool((rows == rows[0]).all()):
+            return None
+        buffer = raw
+    sampled = item.stride > 1
+    header = f"{item.dtype}\0{','.join(map(str, item.shape))}\0{item.stride if sampled else 0}\0"
+    h = hashlib.blake2b(header.encode(), digest_size=_DIGEST_SIZE)
+    h.update(buffer)
+    return TensorFingerprint(item.name, h.hexdigest(), item.dtype, item.shape, item.numel, sampled)
+
+
+def _torch_bytes(raw: Any) -> Any:
+    """The bytes of a contiguous uint8 CPU tensor, without a copy where numpy is installed."""
+    try:
+        return raw.numpy()
+    except RuntimeError:  # torch built without numpy
+        import ctypes
+
+        return ctypes.string_at(raw.data_ptr(), raw.numel())

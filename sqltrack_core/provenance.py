@@ -1,0 +1,253 @@
+"""Provenance: checkpoint tokens, the checkpoint registry, and weight-fingerprint link inference.
+
+Two independent keys say where a model's weights came from (see the brief's "Provenance" and
+issue 3):
+
+- a **token** ``{"run_uuid", "checkpoint_uuid", "step"}`` (plain str/int, so it survives
+  ``torch.load(weights_only=True)``) travels inside the checkpoint and resolves to its run;
+- **fingerprints**: per-tensor content hashes registered with every checkpoint. A hash is
+  *produced* by run R only if R changed that tensor, i.e. it is not among R's own initial
+  weights. When a run starts from some weights, each of its tensors is credited to the earliest
+  other run that produced that exact hash; a parent credited with at least half of the
+  fingerprinted elements is ``finetuned_from``, any other parent ``initialized_from``.
+
+The `Run` methods `register_checkpoint`, `link_from_weights` and `link_from_token` are the
+public API; this module holds what they share with the framework integrations.
+
+Example::
+
+    with tracker.start_run("pretrain") as run:
+        run.link_from_weights(model.state_dict())  # records the initial weights
+        train(model)
+        token = run.register_checkpoint("base.pt", model.state_dict(), step=1000)
+        torch.save({"model": model.state_dict(), "sqltrack": token}, "base.pt")
+
+    with tracker.start_run("finetune") as run:
+        model.load_state_dict(torch.load("base.pt", weights_only=True)["model"])
+        run.link_from_weights(model.state_dict())  # -> finetuned_from the pretrain run
+"""
+
+from __future__ import annotations
+
+import uuid as uuid_module
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from . import _json
+from ._fingerprint import MIN_NUMEL, TensorFingerprint, fingerprint_state_dict
+from .errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from ._backends import Backend
+
+__all__ = [
+    "CHECKPOINT_KINDS",
+    "FINETUNE_FRACTION",
+    "MIN_NUMEL",
+    "InferredLink",
+    "TensorFingerprint",
+    "checkpoint_token",
+    "fingerprint_state_dict",
+    "read_token",
+]
+
+#: Values of ``checkpoints.kind``: weights saved during training, at its end, or at its start.
+CHECKPOINT_KINDS = ("checkpoint", "final", "initial")
+
+#: A parent credited with at least this share of the elements is ``finetuned_from``; below it,
+#: ``initialized_from`` (with the fraction in the link's evidence).
+FINETUNE_FRACTION = 0.5
+
+_TOKEN_KEYS = ("run_uuid", "checkpoint_uuid", "step")
+_IN_CHUNK = 500  # hashes per IN (...) list: under SQLite's bound-variable limit
+
+
+def checkpoint_token(
+    run_uuid: uuid_module.UUID | str, checkpoint_uuid: uuid_module.UUID | str, step: int | None
+) -> dict[str, Any]:
+    """Return the token embedded in a checkpoint: plain JSON types only."""
+    return {
+        "run_uuid": str(run_uuid),
+        "checkpoint_uuid": str(checkpoint_uuid),
+        "step": None if step is None else int(step),
+    }
+
+
+def read_token(value: Any) -> dict[str, Any] | None:
+    """Return `value` as a checkpoint token if it is one (as `checkpoint_token` makes), else None."""
+    if not isinstance(value, Mapping) or not all(key in value for key in _TOKEN_KEYS):
+        return None
+    step = value["step"]
+    if step is not None and (isinstance(step, bool) or not isinstance(step, int)):
+        return None
+    try:
+        return checkpoint_token(
+            uuid_module.UUID(str(value["run_uuid"])),
+            uuid_module.UUID(str(value["checkpoint_uuid"])),
+            step,
+        )
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class InferredLink:
+    """A link `link_from_weights` or `link_from_token` wrote: ``this run --kind--> run_id``."""
+
+    kind: str
+    run_id: int
+    run_uuid: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+def check_kind(kind: str) -> str:
+    if kind not in CHECKPOINT_KINDS:
+        raise ConfigurationError(
+            f"checkpoint kind {kind!r} is not one of {', '.join(map(repr, CHECKPOINT_KINDS))}"
+        )
+    return kind
+
+
+def write_checkpoint(
+    b: Backend,
+    *,
+    run_id: int,
+    token: dict[str, Any],
+    path: str | None,
+    kind: str,
+    fingerprints: Sequence[TensorFingerprint],
+) -> None:
+    """Insert one checkpoint and its fingerprints in one transaction (on the writer thread).
+
+    `produced` is decided here, after this run's earlier writes: a hash is produced by the run
+    unless it is among the run's own 'initial' weights (under any name, so a key renamed between
+    load and save still counts as unchanged). Idempotent, so a retry after a lost connection is
+    harmless.
+    """
+    with b.transaction():
+        b.execute(
+            b.sql(
+                "INSERT INTO checkpoints (uuid, run_id, step, path, kind, token) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (uuid) DO NOTHING"
+            ),
+            (
+                token["checkpoint_uuid"],
+                run_id,
+                token["step"],
+                path,
+                kind,
+                b.json_param(_json.dumps(token)),
+            ),
+        )
+        _, rows = b.fetchall(
+            b.sql("SELECT id FROM checkpoints WHERE uuid = ?"), (token["checkpoint_uuid"],)
+        )
+        checkpoint_id = rows[0][0]
+        initial: set[str] = set()
+        if kind != "initial":
+            _, rows = b.fetchall(
+                b.sql(
+                    "SELECT DISTINCT f.hash FROM tensor_fingerprints f "
+                    "JOIN checkpoints c ON c.id = f.checkpoint_id "
+                    "WHERE c.run_id = ? AND c.kind = 'initial'"
+                ),
+                (run_id,),
+            )
+            initial = {row[0] for row in rows}
+        statement = b.sql(
+            "INSERT INTO tensor_fingerprints "
+            "(checkpoint_id, name, hash, dtype, shape, numel, sampled, produced) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (checkpoint_id, name) DO NOTHING"
+        )
+        for fp in fingerprints:
+            produced = kind != "initial" and fp.hash not in initial
+            b.execute(
+                statement,
+                (
+                    checkpoint_id,
+                    fp.name,
+                    fp.hash,
+                    fp.dtype,
+                    b.json_param(_json.dumps(list(fp.shape))),
+                    fp.numel,
+                    fp.sampled,
+                    produced,
+                ),
+            )
+
+
+@dataclass
+class _Credit:
+    run_uuid: str
+    elements: int = 0
+    tensors: int = 0
+    checkpoints: list[str] = field(default_factory=list)
+
+
+def infer_links(
+    b: Backend, run_id: int, fingerprints: Sequence[TensorFingerprint]
+) -> list[InferredLink]:
+    """Match `fingerprints` against the hashes other runs produced; return one link per parent.
+
+    Each tensor is credited to the run whose checkpoint produced that exact hash first (the
+    lowest checkpoint id), so a tensor passed on unchanged credits its producer, not the runs
+    that merely carried it. Reads only; the caller writes the links.
+    """
+    total_elements = sum(fp.numel for fp in fingerprints)
+    if not total_elements:
+        return []
+    producers: dict[str, tuple[int, int, str, str]] = {}  # hash -> (ckpt id, run, uuids)
+    hashes = sorted({fp.hash for fp in fingerprints})
+    for start in range(0, len(hashes), _IN_CHUNK):
+        chunk = hashes[start : start + _IN_CHUNK]
+        placeholders = ", ".join("?" for _ in chunk)  # only "?" marks: the values are bound
+        _, rows = b.fetchall(
+            b.sql(
+                "SELECT f.hash, c.id, c.run_id, r.uuid, c.uuid FROM tensor_fingerprints f "
+                "JOIN checkpoints c ON c.id = f.checkpoint_id JOIN runs r ON r.id = c.run_id "
+                f"WHERE f.produced AND c.run_id <> ? AND f.hash IN ({placeholders})"
+            ),
+            (run_id, *chunk),
+        )
+        for hash_, checkpoint_id, producer, run_uuid, checkpoint_uuid in rows:
+            best = producers.get(hash_)
+            if best is None or checkpoint_id < best[0]:
+                producers[hash_] = (
+                    checkpoint_id,
+                    int(producer),
+                    str(run_uuid),
+                    str(checkpoint_uuid),
+                )
+    credits: dict[int, _Credit] = {}
+    for fp in fingerprints:
+        found = producers.get(fp.hash)
+        if found is None:
+            continue
+        _, producer, run_uuid, checkpoint_uuid = found
+        credit = credits.setdefault(producer, _Credit(run_uuid))
+        credit.elements += fp.numel
+        credit.tensors += 1
+        if checkpoint_uuid not in credit.checkpoints:
+            credit.checkpoints.append(checkpoint_uuid)
+    links = []
+    for producer, credit in credits.items():
+        fraction = credit.elements / total_elements
+        links.append(
+            InferredLink(
+                "finetuned_from" if fraction >= FINETUNE_FRACTION else "initialized_from",
+                producer,
+                credit.run_uuid,
+                {
+                    "method": "fingerprint",
+                    "fraction": round(fraction, 6),
+                    "elements_matched": credit.elements,
+                    "elements_total": total_elements,
+                    "tensors_matched": credit.tensors,
+                    "tensors_total": len(fingerprints),
+                    "checkpoint_uuids": credit.checkpoints,
+                },
+            )
+        )
+    links.sort(key=lambda link: (-link.evidence["fraction"], link.run_id))
+    return links
