@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from _schema import RECORDED_TYPES, TABLE_TYPES, metric_columns, table_columns
 
 import sqltrack_core as sqltrack
 from sqltrack_core import MetricTypeError
@@ -17,41 +18,6 @@ from sqltrack_core import MetricTypeError
 HOSTILE_KEY = 'x"; DROP TABLE runs; --'
 LONG_A = "a" * 63 + "x" * 7  # two 70-character keys that share their first 63 bytes
 LONG_B = "a" * 63 + "y" * 7
-
-#: family -> (SQLite declared type, PostgreSQL information_schema data_type)
-TABLE_TYPES = {
-    "bool": ("BOOLEAN", "boolean"),
-    "int": ("BIGINT", "bigint"),
-    "float": ("REAL", "double precision"),
-    "text": ("TEXT", "text"),
-    "json": ("JSON", "jsonb"),
-}
-#: family -> (SQLite, PostgreSQL) sql_type recorded in metric_columns
-RECORDED_TYPES = {
-    "bool": ("BOOLEAN", "BOOLEAN"),
-    "int": ("BIGINT", "BIGINT"),
-    "float": ("REAL", "DOUBLE PRECISION"),
-    "text": ("TEXT", "TEXT"),
-    "json": ("JSON", "JSONB"),
-}
-
-
-def metric_columns(tracker: sqltrack.Tracker) -> dict[str, tuple[str, str]]:
-    """key -> (column_name, sql_type) as recorded in metric_columns."""
-    df = tracker.query("SELECT key, column_name, sql_type FROM metric_columns")
-    return {k: (c, t) for k, c, t in df.itertuples(index=False)}
-
-
-def table_columns(tracker: sqltrack.Tracker) -> dict[str, str]:
-    """Column name -> declared type of the actual metrics table."""
-    if tracker.dialect == "sqlite":
-        df = tracker.query("SELECT name, type FROM pragma_table_info('metrics')")
-    else:
-        df = tracker.query(
-            "SELECT column_name, data_type FROM information_schema.columns "
-            "WHERE table_schema = current_schema() AND table_name = 'metrics'"
-        )
-    return dict(df.itertuples(index=False))
 
 
 def table_exists(tracker: sqltrack.Tracker, name: str) -> bool:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from _schema import RECORDED_TYPES, metric_columns, table_columns
 
 import sqltrack_core as sqltrack
 from sqltrack_core import SQLTrackWarning
@@ -20,32 +21,6 @@ WAIT_S = 30.0  # upper bound for the background writer to get rows in; never a t
 
 FLOAT_TYPE = {"sqlite": "REAL", "postgresql": "DOUBLE PRECISION"}
 INT_TYPE = {"sqlite": "BIGINT", "postgresql": "BIGINT"}
-#: family -> (SQLite, PostgreSQL) sql_type recorded in metric_columns
-RECORDED_TYPES = {
-    "bool": ("BOOLEAN", "BOOLEAN"),
-    "int": ("BIGINT", "BIGINT"),
-    "float": ("REAL", "DOUBLE PRECISION"),
-    "text": ("TEXT", "TEXT"),
-    "json": ("JSON", "JSONB"),
-}
-
-
-def metric_columns(tracker: sqltrack.Tracker) -> dict[str, tuple[str, str]]:
-    """key -> (column_name, sql_type) as recorded in metric_columns."""
-    df = tracker.query("SELECT key, column_name, sql_type FROM metric_columns")
-    return {k: (c, t) for k, c, t in df.itertuples(index=False)}
-
-
-def table_columns(tracker: sqltrack.Tracker) -> dict[str, str]:
-    """Column name -> declared type of the actual metrics table."""
-    if tracker.dialect == "sqlite":
-        df = tracker.query("SELECT name, type FROM pragma_table_info('metrics')")
-    else:
-        df = tracker.query(
-            "SELECT column_name, data_type FROM information_schema.columns "
-            "WHERE table_schema = current_schema() AND table_name = 'metrics'"
-        )
-    return dict(df.itertuples(index=False))
 
 
 def count_rows(tracker: sqltrack.Tracker) -> int:
