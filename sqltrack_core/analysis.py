@@ -87,7 +87,8 @@ def _decode(value: Any, family: Family | str | None, dialect: str) -> Any:
     if family == "bool":
         return bool(value)
     if family in ("json", "extra"):
-        return _json.decode(value)
+        # SQLite returns JSON text; psycopg has parsed it already (a JSON string is then a str)
+        return _json.decode(value) if dialect == "sqlite" else value
     return value
 
 
@@ -100,17 +101,26 @@ def _aggregate_sql(
         family: Family | str | None = "extra"
         value = "m.extra -> ?"
         params = [key]
+        # a step that logged None holds a JSON null there, which ->> reads as SQL NULL
+        present, present_params = "m.extra ->> ?", [key]
+        # NaN and ±inf sit in JSON as {"$float": "NaN"} (see _json.FLOAT_TAG); they must count
+        # too, as in a float column: SQLite's NaN is the text 'NaN' there, 9e999 is inf.
         numeric = (
-            "CASE WHEN json_type(m.extra -> ?) IN ('integer', 'real') THEN m.extra ->> ? END"
+            "CASE WHEN json_type(m.extra -> ?) IN ('integer', 'real') THEN m.extra ->> ? "
+            "ELSE CASE m.extra -> ? ->> '$.\"$float\"' WHEN 'NaN' THEN 'NaN' "
+            "WHEN 'Infinity' THEN 9e999 WHEN '-Infinity' THEN -9e999 END END"
             if sqlite
-            else "CASE WHEN jsonb_typeof(m.extra -> ?) = 'number' THEN (m.extra ->> ?)::float8 END"
+            else "(CASE WHEN jsonb_typeof(m.extra -> ?) = 'number' THEN m.extra ->> ? "
+            "WHEN m.extra -> ? ->> '$float' IN ('NaN', 'Infinity', '-Infinity') "
+            "THEN m.extra -> ? ->> '$float' END)::float8"
         )
-        numeric_params = [key, key]
+        numeric_params = [key] * (3 if sqlite else 4)
     else:
         name, family = column
         value = "m." + b.quote(name)
         params = []
         numeric, numeric_params = value, []
+        present, present_params = value, []
         if (family == "json" and agg in ("min", "max", "mean")) or (
             family == "text" and agg == "mean"
         ):
@@ -121,11 +131,11 @@ def _aggregate_sql(
         order = "DESC" if agg == "last" else "ASC"
         expr = (
             f"(SELECT {value} FROM metrics m WHERE m.run_id = sel.id "
-            f"AND {value} IS NOT NULL ORDER BY m.step {order} LIMIT 1)"
+            f"AND {present} IS NOT NULL ORDER BY m.step {order} LIMIT 1)"
         )
-        return expr, params + params, False, family
+        return expr, params + present_params, False, family
     if agg == "count":
-        return f"count({value})", params, True, "int"
+        return f"count({present})", present_params, True, "int"
     if family == "extra":
         family, value, params = "float", numeric, numeric_params
     if agg == "mean":
@@ -352,15 +362,21 @@ def lineage(tracker: Tracker, run_id: int) -> pd.DataFrame:
         " UNION SELECT l.from_run_id, l.kind, l.to_run_id, down.depth + 1, l.evidence"
         " FROM run_links l JOIN down ON l.to_run_id = down.from_run_id WHERE down.depth < 100),"
         " edges AS (SELECT 'ancestor' AS relation, to_run_id AS run_id, depth, kind, from_run_id,"
-        " to_run_id, evidence FROM up UNION ALL SELECT 'descendant', from_run_id, depth, kind,"
-        " from_run_id, to_run_id, evidence FROM down)"
-        " SELECT edges.relation, edges.depth, edges.run_id, r.uuid, e.name AS experiment,"
-        " r.name, r.status, edges.kind, edges.from_run_id, edges.to_run_id, edges.evidence"
-        " FROM edges JOIN runs r ON r.id = edges.run_id"
+        " to_run_id FROM up UNION ALL SELECT 'descendant', from_run_id, depth, kind,"
+        " from_run_id, to_run_id FROM down),"
+        # links made by hand can form cycles: keep each link once, at its shortest depth, and
+        # never list the run as its own ancestor or descendant
+        " shortest AS (SELECT relation, run_id, min(depth) AS depth, kind, from_run_id, to_run_id"
+        " FROM edges WHERE run_id <> ? GROUP BY relation, run_id, kind, from_run_id, to_run_id)"
+        " SELECT s.relation, s.depth, s.run_id, r.uuid, e.name AS experiment,"
+        " r.name, r.status, s.kind, s.from_run_id, s.to_run_id, l.evidence"
+        " FROM shortest s JOIN runs r ON r.id = s.run_id"
         " JOIN experiments e ON e.id = r.experiment_id"
-        " ORDER BY edges.relation, edges.depth, edges.run_id, edges.kind"
+        " JOIN run_links l ON l.from_run_id = s.from_run_id AND l.kind = s.kind"
+        " AND l.to_run_id = s.to_run_id"
+        " ORDER BY s.relation, s.depth, s.run_id, s.kind"
     )
-    names, rows = b.fetchall(b.sql(text), (run_id, run_id))
+    names, rows = b.fetchall(b.sql(text), (run_id, run_id, run_id))
     df: pd.DataFrame = pd.DataFrame.from_records(rows, columns=names)
     df["uuid"] = df["uuid"].astype(str)
     df["evidence"] = [_json.decode(v) for v in df["evidence"]]

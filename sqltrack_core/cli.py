@@ -88,6 +88,17 @@ if click is not None:
         text = str(value)
         return "" if text in ("NaT", "<NA>") else text
 
+    def _json_default(value: Any) -> Any:
+        """numpy scalars as their Python value (not their str), NaT as null, the rest as text."""
+        import pandas as pd
+
+        if value is pd.NaT:
+            return None
+        item = getattr(value, "item", None)
+        if callable(item) and type(value).__module__ == "numpy":
+            return item()
+        return str(value)
+
     def _emit(df: pd.DataFrame, fmt: str, title: str | None = None) -> None:
         if fmt == "csv":
             click.echo(df.to_csv(index=False), nl=False)
@@ -184,7 +195,7 @@ if click is not None:
         tracker = _tracker(url)
         info = tracker.run_info(run)
         if fmt == "json":
-            click.echo(json.dumps(info, default=str, indent=2))
+            click.echo(json.dumps(info, default=_json_default, indent=2))
             return
         from rich.console import Console
         from rich.table import Table

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _env, _json, analysis, migrations
 from ._backends import Backend, open_backend
-from ._backends.base import mask_password, resolve_url
+from ._backends.base import mask_password, pin_url, resolve_url
 from .errors import ConfigurationError, NotFoundError, SQLTrackError
 from .runs import Run, _check_tags
 from .writer import DEFAULT_COLUMN_BUDGET, ColumnRegistry
@@ -85,11 +85,12 @@ class Tracker:
         self.options = Options(**options)
         self.options.check()
         self.url = resolve_url(url)
+        self._open_url = pin_url(self.url)  # what every connection opens, whatever the cwd later
         self._lock = threading.RLock()
         self._pool: list[Backend] = []
         self._pool_lock = threading.Lock()
         self._closed = False
-        self._backend: Backend = open_backend(self.url)
+        self._backend: Backend = open_backend(self._open_url)
         self.registry = ColumnRegistry(self.options.column_budget)
         if migrate:
             migrations.migrate(self._backend)
@@ -113,7 +114,7 @@ class Tracker:
         with self._pool_lock:
             if self._pool:
                 return self._pool.pop()
-        return open_backend(self.url)
+        return open_backend(self._open_url)
 
     def _release_backend(self, backend: Backend) -> None:
         """Take back a finished run's writer connection (sequential runs skip reconnecting)."""
@@ -300,7 +301,7 @@ class Tracker:
         for backend in [self._backend, *self._pool]:
             backend.abandon()
         self._pool.clear()
-        self._backend = _LazyBackend(self.url)
+        self._backend = _LazyBackend(self._open_url)
 
 
 class _LazyBackend:

@@ -63,6 +63,11 @@ def test_help(command: list[str]) -> None:
             assert name in result.stdout
 
 
+def test_help_covers_every_command() -> None:
+    """Verify that the --help test above lists every command the group has."""
+    assert sorted(cli.commands) == sorted(COMMANDS)
+
+
 def test_version() -> None:
     """Verify that --version prints the package version."""
     result = invoke("--version")
@@ -137,6 +142,24 @@ def test_show_json(tracker: sqltrack.Tracker, db_url: str) -> None:
     assert info["params.optimizer"] == "adamw"
     assert info["metrics"]["val/acc"]["max"] == MAXIMA["alpha"]
     assert info["metrics"]["val/acc"]["count"] == len(HISTORIES["alpha"])
+
+
+def test_show_json_keeps_value_types(tracker: sqltrack.Tracker, db_url: str) -> None:
+    """Verify that `show --format json` writes ints and bools as JSON numbers and booleans."""
+    run = tracker.start_run("types", name="running")
+    run.log({"epoch": 1, "done": False, "loss": 0.5}, step=0)
+    run.log({"epoch": 2, "done": True, "loss": 0.25}, step=1)
+    assert run.flush(timeout=30)
+    result = invoke("show", "--url", db_url, str(run.id), "--format", "json")
+    run.finish()
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["metrics"]["epoch"]["last"] == 2
+    assert type(info["metrics"]["epoch"]["last"]) is int
+    assert info["metrics"]["done"]["last"] is True
+    assert info["metrics"]["loss"]["last"] == 0.25
+    assert info["status"] == "running"
+    assert info["ended_at"] is None
 
 
 def test_metrics(tracker: sqltrack.Tracker, db_url: str) -> None:

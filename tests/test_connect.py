@@ -37,6 +37,23 @@ def test_sqlite_relative_path_is_relative_to_cwd(tmp_path: Path, monkeypatch: An
     assert (tmp_path / "relative.db").is_file()
 
 
+def test_sqlite_relative_path_fixed_at_connect(tmp_path: Path, monkeypatch: Any) -> None:
+    """Verify that a relative SQLite path keeps naming the same file after a chdir (as Hydra does)."""
+    first, later = tmp_path / "first", tmp_path / "later"
+    first.mkdir()
+    later.mkdir()
+    monkeypatch.chdir(first)
+    with sqltrack.connect("sqlite:///relative.db", flush_interval=0.05) as tracker:
+        monkeypatch.chdir(later)
+        with tracker.start_run("moved") as run:
+            run.log({"x": 1.5}, step=0)
+        assert tracker.metrics(run.id)["x"].tolist() == [1.5]
+    assert list(later.iterdir()) == []
+    monkeypatch.chdir(first)
+    with sqltrack.connect("sqlite:///relative.db") as again:
+        assert again.metrics(run.id)["x"].tolist() == [1.5]
+
+
 def test_sqlite_absolute_path(tmp_path: Path, monkeypatch: Any) -> None:
     """Verify that sqlite:////abs/path.db opens the absolute path, whatever the cwd."""
     target = tmp_path / "abs" / "path.db"
@@ -109,21 +126,36 @@ def test_postgres_from_libpq_environment(pg_url: str, monkeypatch: Any) -> None:
     assert (where["db"].iloc[0], where["s"].iloc[0]) == (parts.path.lstrip("/"), schema)
 
 
-@pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
-def test_password_never_shown_when_unreachable(scheme: str) -> None:
+UNREACHABLE = [
+    # (id, URL with a password, to a port nothing listens on)
+    ("userinfo", "postgresql://bob:s3cret@127.0.0.1:1/x"),
+    ("userinfo-postgres", "postgres://bob:s3cret@127.0.0.1:1/x"),
+    ("query", "postgresql://bob@127.0.0.1:1/x?password=s3cret"),
+    ("query-only", "postgresql:///x?host=127.0.0.1&port=1&user=bob&password=s3cret"),
+    ("both", "postgresql://bob:s3cret@127.0.0.1:1/x?password=s3cret&sslmode=disable"),
+]
+
+
+@pytest.mark.parametrize("url", [u[1] for u in UNREACHABLE], ids=[u[0] for u in UNREACHABLE])
+def test_password_never_shown_when_unreachable(url: str) -> None:
     """Verify that a password in an unreachable URL appears in neither str nor repr of the error."""
     with pytest.raises(DatabaseUnavailableError) as info:
-        sqltrack.connect(f"{scheme}://bob:s3cret@127.0.0.1:1/x")
+        sqltrack.connect(url)
     assert "s3cret" not in str(info.value)
     assert "s3cret" not in repr(info.value)
     assert "127.0.0.1" in str(info.value)
 
 
-def test_password_not_in_tracker_repr(pg_url: str) -> None:
-    """Verify that a connected tracker's repr masks the URL's password."""
+@pytest.mark.parametrize("where", ["userinfo", "query"])
+def test_password_not_in_tracker_repr(pg_url: str, where: str) -> None:
+    """Verify that a connected tracker's repr masks the URL's password, wherever it is given."""
     parts = urlsplit(pg_url)
     user = parts.username or "postgres"
-    url = pg_url.replace(f"//{parts.netloc}", f"//{user}:s3cret@{parts.hostname}:{parts.port}", 1)
+    if where == "userinfo":
+        netloc = f"{user}:s3cret@{parts.hostname}:{parts.port}"
+        url = pg_url.replace(f"//{parts.netloc}", f"//{netloc}", 1)
+    else:
+        url = f"{pg_url}&password=s3cret"  # trust auth ignores it
     with sqltrack.connect(url) as tracker:
         assert "s3cret" not in repr(tracker)
         assert "***" in repr(tracker)

@@ -155,21 +155,73 @@ NAN_CASES = [
         [math.inf, NAN, -math.inf],
         {"max": NAN, "min": -math.inf, "mean": NAN, "count": 3},
     ),
+    (
+        "both-infinities",
+        [math.inf, 1.0, -math.inf],
+        {"max": math.inf, "min": -math.inf, "mean": NAN, "first": math.inf, "count": 3},
+    ),
+    (
+        "one-infinity",
+        [1.0, math.inf, 3.0],
+        {"max": math.inf, "min": 1.0, "mean": math.inf, "last": 3.0, "count": 3},
+    ),
 ]
 
 
+@pytest.mark.parametrize("storage", ["column", "extra"])
 @pytest.mark.parametrize(
     ("values", "expected"), [c[1:] for c in NAN_CASES], ids=[c[0] for c in NAN_CASES]
 )
 def test_runs_nan_semantics(
-    tracker: sqltrack.Tracker, values: list[float], expected: dict[str, Any]
+    db_url: str, storage: str, values: list[float], expected: dict[str, Any]
 ) -> None:
-    """Verify that NaN aggregates as on PostgreSQL: max and mean NaN, min ignores it unless all NaN."""
-    with tracker.start_run("nan") as run:
-        run.log({"seed": 0.5}, step=0)  # another float key first, so 'm' may start with NaN
-        for step, value in enumerate(values, start=1):
-            run.log({"m": value}, step=step)
-    df = tracker.runs("nan", metrics=[f"m:{agg}" for agg in expected])
+    """Verify that NaN and inf aggregate as on PostgreSQL, in a column or in metrics.extra."""
+    # column_budget=1: 'seed' takes the only column, so 'm' lives in metrics.extra
+    budget = {"column_budget": 1} if storage == "extra" else {}
+    with sqltrack.connect(db_url, flush_interval=0.05, **budget) as tracker:
+        with tracker.start_run("nan") as run:
+            run.log({"seed": 0.5}, step=0)  # another float key first, so 'm' may start with NaN
+            for step, value in enumerate(values, start=1):
+                run.log({"m": value}, step=step)
+        stored_in = tracker.query("SELECT key FROM metric_columns")["key"].tolist()
+        assert ("m" in stored_in) is (storage == "column")
+        df = tracker.runs("nan", metrics=[f"m:{agg}" for agg in expected])
+    for agg, want in expected.items():
+        got = df.loc[0, f"m:{agg}"]
+        assert same(got, want), (agg, got, want)
+
+
+SPARSE_CASES = [
+    # (id, value of 'm' per step, None = logged as None; {aggregation: expected})
+    (
+        "nones-around",
+        [None, 2.0, None, 5.5, None],
+        {"first": 2.0, "last": 5.5, "count": 2, "min": 2.0, "max": 5.5, "mean": 3.75},
+    ),
+    ("all-none", [None, None], {"first": None, "last": None, "count": 0, "max": None}),
+    ("text", [None, "a", None, "b", None], {"first": "a", "last": "b", "count": 2}),
+]
+
+
+@pytest.mark.parametrize("storage", ["column", "extra"])
+@pytest.mark.parametrize(
+    ("values", "expected"), [c[1:] for c in SPARSE_CASES], ids=[c[0] for c in SPARSE_CASES]
+)
+def test_runs_skip_steps_logged_as_none(
+    db_url: str, storage: str, values: list[Any], expected: dict[str, Any]
+) -> None:
+    """Verify that steps that logged None are no value to first/last/count, in a column or extra."""
+    budget = {"column_budget": 1} if storage == "extra" else {}
+    with sqltrack.connect(db_url, flush_interval=0.05, **budget) as tracker:
+        with tracker.start_run("none") as run:
+            run.log({"seed": 0.5}, step=0)  # takes the only column when column_budget=1
+            for step, value in enumerate(values, start=1):
+                run.log({"seed": 1.0, "m": value}, step=step)
+        df = tracker.runs(metrics=[f"m:{agg}" for agg in expected], where="r.id = ?", args=[run.id])
+        history = tracker.metrics(run.id, ["m"])
+        has_column = "m" in tracker.query("SELECT key FROM metric_columns")["key"].tolist()
+    assert has_column is (storage == "column" and any(v is not None for v in values))
+    assert int(history["m"].notna().sum()) == expected["count"]
     for agg, want in expected.items():
         got = df.loc[0, f"m:{agg}"]
         assert same(got, want), (agg, got, want)
@@ -269,6 +321,33 @@ def test_runs_where_with_args(tracker: sqltrack.Tracker, populated: list[sqltrac
     assert df["train/loss:count"].tolist() == [30]
     both = tracker.runs("agg", where="r.name IN (?, ?)", args=["r0", "o"])
     assert both["id"].tolist() == [populated[0].id]
+
+
+WHERE_CASES = [
+    # (id, where, args, names of the runs expected)
+    ("equals", "r.name = ?", ["r1"], ["r1"]),
+    ("in-list", "r.name IN (?, ?)", ["r0", "o"], ["r0", "o"]),
+    ("like-literal-percent", "r.name LIKE 'r%'", [], ["r0", "r1", "r2"]),
+    ("like-bound-percent", "r.name LIKE ?", ["%2"], ["r2"]),
+    ("status-and-id", "r.status = ? AND r.id > ?", ["completed", 0], ["r0", "r1", "r2", "o"]),
+    ("no-match", "r.name = ?", ["nobody"], []),
+]
+
+
+@pytest.mark.parametrize(
+    ("where", "args", "names"), [w[1:] for w in WHERE_CASES], ids=[w[0] for w in WHERE_CASES]
+)
+def test_runs_where_forms(
+    tracker: sqltrack.Tracker,
+    populated: list[sqltrack.Run],
+    where: str,
+    args: list[Any],
+    names: list[str],
+) -> None:
+    """Verify that where= works with bound args and with a literal '%' on both backends."""
+    df = tracker.runs(where=where, args=args, metrics=["train/loss:count"])
+    assert df["name"].tolist() == names
+    assert list(df.columns[-1:]) == ["train/loss:count"]
 
 
 def test_runs_experiment_filter(tracker: sqltrack.Tracker, populated: list[sqltrack.Run]) -> None:
@@ -463,6 +542,31 @@ def test_lineage_chain(
         assert row["uuid"] == str(by_name[row["name"]].uuid)
         assert row["experiment"] == "lineage"
         assert row["status"] == "completed"
+
+
+def test_lineage_with_a_cycle(tracker: sqltrack.Tracker) -> None:
+    """Verify that runs linked both ways list each link once, never the run itself."""
+    with tracker.start_run("cycle", name="a") as a:
+        pass
+    with tracker.start_run("cycle", name="b") as b:
+        b.link("compared_with", a)
+        a.link("compared_with", b)  # a finished run can still be linked
+    with tracker.start_run("cycle", name="c") as c:
+        c.link("finetuned_from", a)
+    df = tracker.lineage(a)
+    got = [
+        (rel, int(depth), name, kind)
+        for rel, depth, name, kind in df[["relation", "depth", "name", "kind"]].itertuples(
+            index=False
+        )
+    ]
+    assert got == [
+        ("ancestor", 1, "b", "compared_with"),
+        ("descendant", 1, "b", "compared_with"),
+        ("descendant", 1, "c", "finetuned_from"),
+    ]
+    assert a.id not in df["run_id"].tolist()
+    assert c.id in tracker.lineage(b)["run_id"].tolist()  # c descends from b through a
 
 
 def test_lineage_accepts_id_and_uuid(

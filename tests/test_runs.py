@@ -84,6 +84,10 @@ EXCEPTIONS = [
     ("runtime-error", RuntimeError("boom"), "failed"),
     ("value-error", ValueError("bad"), "failed"),
     ("keyboard-interrupt", KeyboardInterrupt(), "cancelled"),
+    ("system-exit-0", SystemExit(0), "completed"),
+    ("system-exit-none", SystemExit(), "completed"),
+    ("system-exit-2", SystemExit(2), "failed"),
+    ("system-exit-message", SystemExit("bad config"), "failed"),
 ]
 
 
@@ -163,6 +167,53 @@ def test_log_after_finish_raises(tracker: sqltrack.Tracker) -> None:
     with pytest.raises(RunStateError, match="completed"):
         run.log({"x": 2}, step=1)
     assert list(tracker.metrics(run.id)["step"]) == [0]
+
+
+# -- interpreter exit -------------------------------------------------------------------------
+
+EXIT_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import sqltrack_core as sqltrack
+
+    run = sqltrack.start_run("atexit")  # never finished: the atexit hook does it
+    run.log({{"x": 1.5}}, step=0)
+    print(run.id, flush=True)
+    {ending}
+    """
+)
+
+EXITS = [
+    # (id, last line of the script, expected return code, expected status)
+    ("falls-off-the-end", "pass", 0, "completed"),
+    ("sys-exit-0", "sys.exit(0)", 0, "completed"),
+    ("uncaught-exception", "raise RuntimeError('boom')", 1, "failed"),
+    ("uncaught-keyboard-interrupt", "raise KeyboardInterrupt", -signal.SIGINT, "cancelled"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("ending", "returncode", "status"), [e[1:] for e in EXITS], ids=[e[0] for e in EXITS]
+)
+def test_unfinished_run_is_finished_at_exit(
+    db_url: str, ending: str, returncode: int, status: str
+) -> None:
+    """Verify that a run left unfinished is finished at interpreter exit, by how Python ended."""
+    proc = subprocess.run(
+        [sys.executable, "-c", EXIT_SCRIPT.format(ending=ending)],
+        env=subprocess_env(db_url),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == returncode, proc.stderr
+    run_id = int(proc.stdout.split()[0])
+    with sqltrack.connect(db_url) as tracker:
+        assert stored(tracker, "status", run_id) == status
+        assert stored(tracker, "ended_at", run_id) is not None
+        assert tracker.metrics(run_id)["x"].tolist() == [1.5]
 
 
 # -- SIGTERM ----------------------------------------------------------------------------------
@@ -247,6 +298,26 @@ def test_sigterm_handler_restored_after_finish(tracker: sqltrack.Tracker) -> Non
         assert signal.getsignal(signal.SIGTERM) is mine
         run = tracker.start_run("signals")
         run.finish("failed")
+        assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def test_sigterm_handler_kept_while_any_run_is_open(tracker: sqltrack.Tracker) -> None:
+    """Verify that the previous SIGTERM handler comes back only when the last open run ends."""
+
+    def mine(signum: int, frame: Any) -> None:  # pragma: no cover - never called
+        pass
+
+    before = signal.signal(signal.SIGTERM, mine)
+    try:
+        first = tracker.start_run("signals")
+        second = tracker.start_run("signals")
+        installed = signal.getsignal(signal.SIGTERM)
+        assert installed is not mine
+        first.finish()
+        assert signal.getsignal(signal.SIGTERM) is installed
+        second.finish("cancelled")
         assert signal.getsignal(signal.SIGTERM) is mine
     finally:
         signal.signal(signal.SIGTERM, before)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -110,14 +111,20 @@ class Backend(Protocol):
         ...
 
 
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
+
+
 def mask_password(url: str) -> str:
-    """Return `url` with the password, if any, replaced by ``***``."""
+    """Return `url` with the password, if any, replaced by ``***``.
+
+    libpq also takes the password as a query parameter (``?password=...``), so that is masked too.
+    """
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = (parts.username or "") + ":***"
-    return parts._replace(netloc=f"{user}@{netloc[-1]}").geturl()
+    if parts.password is not None:
+        netloc = parts.netloc.rsplit("@", 1)
+        user = (parts.username or "") + ":***"
+        url = parts._replace(netloc=f"{user}@{netloc[-1]}").geturl()
+    return _QUERY_PASSWORD.sub(r"\1***", url)
 
 
 DEFAULT_URL = "sqlite:///sqltrack.db"
@@ -152,6 +159,19 @@ def open_backend(url: str) -> Backend:
         "'sqlite:///relative/path.db', 'sqlite:////absolute/path.db' or "
         "'postgresql://user@host:port/dbname'"
     )
+
+
+def pin_url(url: str) -> str:
+    """Return `url` with a relative SQLite path made absolute against the working directory now.
+
+    A tracker opens writer connections later, maybe after the program changed directory (Hydra
+    does, per run), and they must reach the file `connect` opened.
+    """
+    if url.split(":", 1)[0].lower() == "sqlite":
+        from .sqlite import absolute_url
+
+        return absolute_url(url)
+    return url
 
 
 def iter_statements(script: str) -> Iterator[str]:

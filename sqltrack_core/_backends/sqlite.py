@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -40,6 +41,14 @@ def path_from_url(url: str) -> str:
             "(or a temporary directory in tests)"
         )
     return path
+
+
+def absolute_url(url: str) -> str:
+    """Return `url` with a relative path made absolute against the working directory now."""
+    path = path_from_url(url)
+    if path.startswith("file:") or Path(path).expanduser().is_absolute():
+        return url
+    return "sqlite:///" + os.path.abspath(path) + url[len("sqlite:///") + len(path) :]
 
 
 def _timestamp_text(unix_time: float) -> str:
