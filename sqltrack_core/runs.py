@@ -23,7 +23,7 @@ from .errors import (
     RunStateError,
     SQLTrackError,
 )
-from .writer import MetricWriter, Operation
+from .writer import HEARTBEAT_INTERVAL_S, MetricWriter, Operation
 
 if TYPE_CHECKING:
     from ._backends import Backend
@@ -115,10 +115,15 @@ class Run:
             label=f"{id} ({experiment}/{name or uuid})",
             flush_interval=options.flush_interval,
             max_pending=options.max_pending,
+            # beat well within stale_after, so a healthy run never reads as crashed
+            heartbeat_interval=min(HEARTBEAT_INTERVAL_S, options.stale_after / 3),
         )
         self._queue = self._writer.queue
         self._max_pending = options.max_pending
         _register(self)
+        # Start beating now, not at the first log(): setup before it may take minutes. A
+        # process forked later (DataLoader workers) drops this thread; see _after_fork_in_child.
+        self._writer.ensure_started()
 
     def __repr__(self) -> str:
         return (

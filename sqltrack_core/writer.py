@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 __all__ = ["ColumnRegistry", "MetricWriter", "Operation"]
 
 DEFAULT_COLUMN_BUDGET = 1000
-HEARTBEAT_INTERVAL_S = 30.0
+HEARTBEAT_INTERVAL_S = 30.0  # at most; a tracker with a short stale_after beats faster
 _MAX_BACKOFF_S = 30.0
 
 
@@ -166,11 +166,13 @@ class MetricWriter:
         label: str,
         flush_interval: float = 1.0,
         max_pending: int = 5000,
+        heartbeat_interval: float = HEARTBEAT_INTERVAL_S,
     ) -> None:
         self.run_id = run_id
         self.label = label
         self.flush_interval = flush_interval
         self.max_pending = max_pending
+        self.heartbeat_interval = heartbeat_interval
         self.queue: deque[Any] = deque()
         self.wake = threading.Event()
         self._open_backend = open_backend
@@ -246,7 +248,11 @@ class MetricWriter:
 
     def _loop(self) -> None:
         while True:
-            delay = self.flush_interval if self._failures == 0 else self._backoff()
+            delay = (
+                min(self.flush_interval, self.heartbeat_interval)
+                if self._failures == 0
+                else self._backoff()
+            )
             self.wake.wait(delay)
             self.wake.clear()
             try:
@@ -288,7 +294,7 @@ class MetricWriter:
 
     def _flush_once(self) -> None:
         self._drain()
-        heartbeat_due = time.monotonic() - self._last_write >= HEARTBEAT_INTERVAL_S
+        heartbeat_due = time.monotonic() - self._last_write >= self.heartbeat_interval
         if not (self._pending or self._ops or self._markers or heartbeat_due):
             return
         try:

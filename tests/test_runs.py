@@ -366,6 +366,20 @@ def test_stale_heartbeat_reads_as_crashed(db_url: str) -> None:
         assert read_status(patient, run_id) == "running"
 
 
+@pytest.mark.slow
+def test_alive_run_keeps_beating_before_its_first_log(db_url: str) -> None:
+    """Verify that a live run that has not logged yet never reads as crashed (it beats from start)."""
+    with sqltrack.connect(db_url, stale_after=2.0) as tracker:
+        run = tracker.start_run("slow-setup")
+        first = stored(tracker, "heartbeat_at", run.id)
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:  # longer than stale_after, logging nothing
+            assert read_status(tracker, run.id) == "running"
+            time.sleep(0.25)
+        assert stored(tracker, "heartbeat_at", run.id) != first
+        run.finish()
+
+
 def test_finished_run_never_reads_as_crashed(db_url: str) -> None:
     """Verify that a finished run keeps its status however old its heartbeat is."""
     with sqltrack.connect(db_url, stale_after=0.01) as tracker:
