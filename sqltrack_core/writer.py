@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from . import _json
 from ._backends import MetricBatch
 from ._columns import (
+    FIXED_COLUMNS,
     Family,
     column_name,
     family_of,
@@ -97,11 +98,7 @@ class ColumnRegistry:
                         self._columns[key] = None
                         continue
                     base = sanitize_key(key)
-                    if (
-                        base not in claimed
-                        and base in table
-                        and base not in ("run_id", "step", "logged_at", "extra")
-                    ):
+                    if base not in claimed and base in table and base not in FIXED_COLUMNS:
                         name, sql_type = base, table[base]  # predeclared by the user: adopt it
                     else:
                         name = column_name(key, claimed | set(table))
