@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import enum
+import math
 import os
 import signal
 import sys
 import threading
 import time
 import uuid as uuid_module
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +29,7 @@ from .writer import HEARTBEAT_INTERVAL_S, MetricWriter, Operation
 
 if TYPE_CHECKING:
     from ._backends import Backend
-    from .provenance import InferredLink
+    from .provenance import InferredLink, TensorFingerprint
     from .tracker import Tracker
 
 __all__ = ["Run", "RunStatus"]
@@ -141,8 +143,13 @@ class Run:
 
     # -- metrics ------------------------------------------------------------------------------
 
-    def log(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+    def log(
+        self, metrics: Mapping[str, Any], step: int | None = None, *, timestamp: float | None = None
+    ) -> None:
         """Record `metrics` at `step` (default: one past the last step); never waits for the DB.
+
+        `timestamp` (epoch seconds, default now) is the row's ``logged_at``, for values recorded
+        earlier and written late.
 
         Raises:
             MetricTypeError: a key is not a non-empty str, or a value is not loggable.
@@ -172,8 +179,9 @@ class Run:
             step = _check_step(step)
         if step >= self._next_step:
             self._next_step = step + 1
+        timestamp = time.time() if timestamp is None else _check_timestamp(timestamp)
         queue = self._queue
-        queue.append((step, time.time(), values))
+        queue.append((step, timestamp, values))
         if len(queue) == 1 or len(queue) >= self._max_pending:
             self._writer.ensure_started()
             if len(queue) >= self._max_pending:
@@ -398,41 +406,54 @@ class Run:
             else provenance.fingerprint_state_dict(state_dict, sample_above=sample_above)
         )
         token = provenance.checkpoint_token(self.uuid, uuid_module.uuid4(), checked_step)
+        self._submit_checkpoint(token, text_path, kind, fingerprints)
+        return token
+
+    def _submit_checkpoint(
+        self,
+        token: Mapping[str, Any],
+        path: str | None,
+        kind: str,
+        fingerprints: Sequence[TensorFingerprint],
+    ) -> None:
+        """Queue the registration of an already fingerprinted checkpoint (see register_checkpoint)."""
+        from . import provenance
+
         stored = dict(token)
 
         def write(b: Backend) -> None:
             try:
                 provenance.write_checkpoint(
-                    b,
-                    run_id=self.id,
-                    token=stored,
-                    path=text_path,
-                    kind=kind,
-                    fingerprints=fingerprints,
+                    b, run_id=self.id, token=stored, path=path, kind=kind, fingerprints=fingerprints
                 )
             except DatabaseError as exc:
                 if not b.is_disconnect(exc):  # a disconnect is retried by the writer
                     warn_once(
                         f"run:{self.uuid}",
                         "checkpoint",
-                        f"sqltrack: could not register checkpoint {text_path!r} of run "
-                        f"{self.id}: {exc}",
+                        f"sqltrack: could not register checkpoint {path!r} of run {self.id}: {exc}",
                     )
                 raise
 
         self._writer.submit(Operation(write))
-        return token
 
     def link_from_weights(
-        self, state_dict: Mapping[str, Any], *, sample_above: int | None = None
+        self,
+        state_dict: Mapping[str, Any],
+        *,
+        sample_above: int | None = None,
+        resumed: bool = False,
+        infer: bool = True,
     ) -> list[InferredLink]:
         """Record `state_dict` as this run's initial weights and link the runs they came from.
 
         Call it once the model holds the weights it starts from. Each fingerprinted tensor is
         credited to the earliest other run that produced (changed) it; a run credited with at
-        least half of the elements becomes ``finetuned_from``, any other ``initialized_from``,
-        with the fraction in the link's evidence. Fresh weights link nothing. Unlike the other
-        writes this waits: it reads the registry.
+        least half of the elements becomes ``finetuned_from`` (``resumed_from`` if `resumed`:
+        the optimizer and loop state were restored too), any other ``initialized_from``, with
+        the fraction in the link's evidence. Fresh weights link nothing. With ``infer=False``
+        the weights are only recorded, for a caller that knows the parent from a token. Unlike
+        the other writes this waits: it reads the registry.
 
         Example::
 
@@ -446,15 +467,31 @@ class Run:
         from . import provenance
 
         fingerprints = provenance.fingerprint_state_dict(state_dict, sample_above=sample_above)
+        return self._link_from_fingerprints(fingerprints, resumed=resumed, infer=infer)
+
+    def _link_from_fingerprints(
+        self, fingerprints: Sequence[TensorFingerprint], *, resumed: bool, infer: bool
+    ) -> list[InferredLink]:
+        from . import provenance
+
         token = provenance.checkpoint_token(self.uuid, uuid_module.uuid4(), None)
         self._write(
             lambda b: provenance.write_checkpoint(
                 b, run_id=self.id, token=token, path=None, kind="initial", fingerprints=fingerprints
             )
         )
+        if not infer:
+            return []
         tracker = self._tracker
         with tracker._lock:
             links = provenance.infer_links(tracker.backend, self.id, fingerprints)
+        if resumed:
+            links = [
+                dataclasses.replace(link, kind="resumed_from")
+                if link.kind == "finetuned_from"
+                else link
+                for link in links
+            ]
         for link in links:
             self.link(link.kind, link.run_id, link.evidence)
         return links
@@ -495,6 +532,16 @@ class Run:
         }
         self.link(kind, to_id, evidence)
         return provenance.InferredLink(kind, to_id, parsed["run_uuid"], evidence)
+
+
+def _check_timestamp(timestamp: Any) -> float:
+    if (
+        isinstance(timestamp, (int, float))
+        and not isinstance(timestamp, bool)
+        and math.isfinite(timestamp)
+    ):
+        return float(timestamp)
+    raise MetricTypeError(f"timestamp {timestamp!r} must be a finite number of epoch seconds")
 
 
 def _status_for(exc: BaseException | None) -> RunStatus:

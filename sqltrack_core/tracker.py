@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import threading
 import time
@@ -15,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 from . import _env, _json, analysis, migrations
 from ._backends import Backend, open_backend
 from ._backends.base import mask_password, pin_url, resolve_url
-from .errors import ConfigurationError, NotFoundError, SQLTrackError
-from .runs import Run, _check_tags
+from .errors import ConfigurationError, NotFoundError, RunStateError, SQLTrackError
+from .runs import Run, RunStatus, _check_tags
 from .writer import DEFAULT_COLUMN_BUDGET, ColumnRegistry
 
 if TYPE_CHECKING:
@@ -146,8 +147,15 @@ class Tracker:
         params: Mapping[str, Any] | None = None,
         tags: Iterable[str] | None = None,
         comment: str | None = None,
+        uuid: uuid_module.UUID | str | None = None,
+        started_at: float | None = None,
     ) -> Run:
-        """Create a running run in `experiment` (created if new); use it as a context manager."""
+        """Create a running run in `experiment` (created if new); use it as a context manager.
+
+        `uuid` is the run's client-made UUID (default: a new one), for callers that must name
+        the run before it exists, such as a logger whose checkpoint paths carry it.
+        `started_at` (epoch seconds, default now) backdates the start, for runs recorded late.
+        """
         if not isinstance(experiment, str) or not experiment.strip():
             raise ConfigurationError(f"experiment {experiment!r} must be a non-empty str")
         if name is not None and not isinstance(name, str):
@@ -164,10 +172,19 @@ class Tracker:
             )
         checked_tags = _check_tags(tags or [])
         plain_params = _json.jsonable(dict(params or {}))
+        run_uuid = uuid_module.uuid4() if uuid is None else _check_uuid(uuid)
+        if started_at is not None and (
+            not isinstance(started_at, (int, float))
+            or isinstance(started_at, bool)
+            or not math.isfinite(started_at)
+        ):
+            raise ConfigurationError(
+                f"started_at {started_at!r} must be a finite number of epoch seconds"
+            )
         env = _env.capture()
-        run_uuid = uuid_module.uuid4()
         b = self._backend
         now = b.timestamp(time.time())
+        started = now if started_at is None else b.timestamp(started_at)
         with self._lock, b.transaction():
             b.execute(
                 b.sql("INSERT INTO experiments (name) VALUES (?) ON CONFLICT (name) DO NOTHING"),
@@ -175,6 +192,12 @@ class Tracker:
             )
             _, rows = b.fetchall(b.sql("SELECT id FROM experiments WHERE name = ?"), (experiment,))
             experiment_id = rows[0][0]
+            _, taken = b.fetchall(b.sql("SELECT id FROM runs WHERE uuid = ?"), (str(run_uuid),))
+            if taken:
+                raise ConfigurationError(
+                    f"run {taken[0][0]} already has uuid {run_uuid}; continue it with "
+                    "tracker.continue_run() or leave uuid out for a new run"
+                )
             b.execute(
                 b.sql(
                     "INSERT INTO runs (uuid, experiment_id, name, status, started_at, heartbeat_at, "
@@ -185,7 +208,7 @@ class Tracker:
                     str(run_uuid),
                     experiment_id,
                     name,
-                    now,
+                    started,
                     now,
                     b.json_param(_json.dumps(plain_params)),
                     b.json_param(_json.dumps(env)),
@@ -205,6 +228,63 @@ class Tracker:
             tags=checked_tags,
             comment=comment,
         )
+
+    def continue_run(self, run: Run | int | str | uuid_module.UUID) -> Run:
+        """Reopen an existing run (by `Run`, id or UUID) so that logging goes on in it.
+
+        For a job that was preempted and restarts from its checkpoint: the run goes back to
+        ``running``, its ``ended_at`` is cleared, and `log()` without a step continues after its
+        last logged step. Its params, tags and comment are kept and merge with new ones.
+
+        Raises:
+            NotFoundError: no such run.
+        """
+        run_id = self._run_id(run)
+        b = self._backend
+        now = b.timestamp(time.time())
+        with self._lock, b.transaction():
+            _, rows = b.fetchall(
+                b.sql(
+                    "SELECT r.uuid, e.name, r.name, r.params, r.tags, r.comment, "
+                    "(SELECT MAX(step) FROM metrics WHERE run_id = r.id) FROM runs r "
+                    "JOIN experiments e ON e.id = r.experiment_id WHERE r.id = ?"
+                ),
+                (run_id,),
+            )
+            b.execute(
+                b.sql(
+                    "UPDATE runs SET status = 'running', ended_at = NULL, heartbeat_at = ? "
+                    "WHERE id = ?"
+                ),
+                (now, run_id),
+            )
+        run_uuid, experiment, name, params, tags, comment, last_step = rows[0]
+        reopened = Run(
+            self,
+            id=run_id,
+            uuid=uuid_module.UUID(str(run_uuid)),
+            experiment=experiment,
+            name=name,
+            params=_json.jsonable(_json.decode(params) or {}),
+            tags=list(_json.decode(tags) or []),
+            comment=comment,
+        )
+        reopened._next_step = 0 if last_step is None else int(last_step) + 1
+        return reopened
+
+    def delete_run(self, run: Run | int | str | uuid_module.UUID) -> None:
+        """Delete a run with its metrics, checkpoints and links (a `Run` must have finished).
+
+        Raises:
+            NotFoundError: no such run.
+            RunStateError: `run` is a `Run` of this process that is still running.
+        """
+        if isinstance(run, Run) and run.status is RunStatus.RUNNING:
+            raise RunStateError(f"run {run.id} is still running; finish() it before deleting it")
+        run_id = self._run_id(run)
+        b = self._backend
+        with self._lock, b.transaction():
+            b.execute(b.sql("DELETE FROM runs WHERE id = ?"), (run_id,))
 
     def _run_id(self, ref: Run | int | str | uuid_module.UUID) -> int:
         """Resolve a run given as a `Run`, an integer id, or a UUID (object or text)."""
@@ -361,3 +441,14 @@ def start_run(
     return default_tracker().start_run(
         experiment, name=name, params=params, tags=tags, comment=comment
     )
+
+
+def _check_uuid(value: uuid_module.UUID | str) -> uuid_module.UUID:
+    if isinstance(value, uuid_module.UUID):
+        return value
+    if isinstance(value, str):
+        try:
+            return uuid_module.UUID(value)
+        except ValueError:
+            pass
+    raise ConfigurationError(f"uuid {value!r} is not a UUID such as '{uuid_module.uuid4()}'")

@@ -143,22 +143,33 @@ def resolve_url(url: str | os.PathLike[str] | None) -> str:
     return url.strip()
 
 
-def open_backend(url: str) -> Backend:
-    """Open a backend for `url`, translating every failure into a `SQLTrackError`."""
+def check_scheme(url: str) -> str:
+    """Return the dialect of `url` ('sqlite' or 'postgresql') without connecting.
+
+    Raises:
+        UnsupportedURLError: any other scheme.
+    """
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
     if scheme == "sqlite":
-        from .sqlite import SQLiteBackend
-
-        return SQLiteBackend(url)
+        return "sqlite"
     if scheme in ("postgresql", "postgres"):
-        from .postgres import PostgresBackend
-
-        return PostgresBackend(url)
+        return "postgresql"
     raise UnsupportedURLError(
         f"database URL {mask_password(url)!r} has an unsupported scheme {scheme!r}; expected "
         "'sqlite:///relative/path.db', 'sqlite:////absolute/path.db' or "
         "'postgresql://user@host:port/dbname'"
     )
+
+
+def open_backend(url: str) -> Backend:
+    """Open a backend for `url`, translating every failure into a `SQLTrackError`."""
+    if check_scheme(url) == "sqlite":
+        from .sqlite import SQLiteBackend
+
+        return SQLiteBackend(url)
+    from .postgres import PostgresBackend
+
+    return PostgresBackend(url)
 
 
 def pin_url(url: str) -> str:
