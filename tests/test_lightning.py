@@ -6,8 +6,11 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import pickle
 import shutil
+import subprocess
+import sys
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -22,11 +25,11 @@ import torch
 from _lightning_models import TinyModel, regression_data
 from lightning.pytorch import Callback, Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
-from sqltrack_integrations.lightning import SQLTrackCallback, SQLTrackLogger
 
 import sqltrack_core as sqltrack
 from sqltrack_core import ConfigurationError, RunStatus
 from sqltrack_core.errors import SQLTrackWarning, UnsupportedURLError
+from sqltrack_integrations.lightning import SQLTrackCallback, SQLTrackLogger
 
 # Lightning's own advice (few workers, small logging interval, ...) is not under test.
 pytestmark = [
@@ -462,6 +465,58 @@ def test_ddp_spawn_makes_one_run(sqlite_url: str, tmp_path: Path) -> None:
         frame = tracker.metrics(rows[0][0])
     # 64 samples over 2 ranks, batches of 16: 2 steps per epoch
     assert frame["train/loss"].notna().sum() == 4 and frame["val/loss"].notna().sum() == 2
+
+
+def test_ddp_with_two_processes_makes_one_run_with_every_metric(
+    db_url: str, tmp_path: Path
+) -> None:
+    """Verify strategy="ddp" on 2 CPU processes records one run, written by rank 0 only."""
+    here = Path(__file__).parent
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(here), os.environ.get("PYTHONPATH", "")]),
+    }
+    done = subprocess.run(
+        [sys.executable, str(here / "_ddp_fit.py"), db_url, str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    version = done.stdout.split("RUN ")[1].split()[0]
+    rows = query(db_url, "SELECT id, uuid, status FROM runs")
+    assert [(str(r[1]), r[2]) for r in rows] == [(version, "completed")]
+    with sqltrack.connect(db_url) as tracker:
+        frame = tracker.metrics(rows[0][0])
+    # 64 samples over 2 ranks, batches of 16: 2 steps per epoch, 2 epochs
+    assert frame["train/loss"].notna().sum() == 4 and frame["val/loss"].notna().sum() == 2
+    paths = query(db_url, "SELECT path FROM checkpoints WHERE path IS NOT NULL")
+    assert paths and all(version in p for (p,) in paths)
+
+
+def test_the_example_prints_a_lineage_of_three_runs(db_url: str, tmp_path: Path) -> None:
+    """Verify examples/lightning_pretrain_finetune.py links its three runs with the right kinds."""
+    example = Path(__file__).parents[1] / "examples" / "lightning_pretrain_finetune.py"
+    done = subprocess.run(
+        [sys.executable, str(example)],
+        env={**os.environ, "SQLTRACK_URL": db_url},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = query(
+        db_url,
+        "SELECT f.name, l.kind, t.name, t.status FROM run_links l "
+        "JOIN runs f ON f.id = l.from_run_id JOIN runs t ON t.id = l.to_run_id ORDER BY l.kind",
+    )
+    assert rows == [
+        ("new-head", "finetuned_from", "backbone", "completed"),
+        ("new-head (resumed)", "resumed_from", "new-head", "cancelled"),
+    ]
+    assert "└─ resumed_from run" in done.stdout and "└─ finetuned_from run" in done.stdout
 
 
 # -- a database that is not there -----------------------------------------------------------------
