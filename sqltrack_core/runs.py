@@ -616,6 +616,10 @@ def _unregister(run: Run) -> None:
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     previous = _previous_sigterm
+    # A handler installed after ours that calls it (Lightning's does) owns the process's fate:
+    # it stops training gracefully, so do not kill the process under it. (Asked before the runs
+    # finish: the last one to finish puts the previous handler back.)
+    composed = signal.getsignal(signal.SIGTERM) not in (_on_sigterm, previous)
     for run in list(_active.values()):
         try:
             run.finish(RunStatus.CANCELLED, timeout=10.0)
@@ -625,7 +629,7 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
         signal.signal(signal.SIGTERM, previous)
     if callable(previous):
         previous(signum, frame)
-    elif previous == signal.SIG_DFL:
+    elif previous == signal.SIG_DFL and not composed:
         os.kill(os.getpid(), signal.SIGTERM)  # die as the default action would
 
 

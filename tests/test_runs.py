@@ -228,6 +228,7 @@ SIGTERM_SCRIPT = textwrap.dedent(
     {setup}
     tracker = sqltrack.connect(flush_interval=3600)
     run = tracker.start_run("sigterm")
+    {after_start}
     for step in range(50):
         run.log({{"x": step}}, step=step)
     print(run.id, "ready", flush=True)
@@ -246,21 +247,33 @@ OWN_HANDLER = textwrap.dedent(
     """
 )
 
+COMPOSING_HANDLER = (
+    "ours = signal.getsignal(signal.SIGTERM); "
+    "signal.signal(signal.SIGTERM, lambda n, f: (ours(n, f), print('graceful', flush=True), "
+    "sys.exit(0)))"
+)
+
 SIGTERMS = [
-    # (id, setup code, expected return code, text printed after 'ready')
-    ("default-handler", "", -signal.SIGTERM, ""),
-    ("own-handler", OWN_HANDLER, 0, f"own handler {int(signal.SIGTERM)}"),
+    # (id, setup code, code run after start_run, expected return code, printed after 'ready')
+    ("default-handler", "", "", -signal.SIGTERM, ""),
+    ("own-handler", OWN_HANDLER, "", 0, f"own handler {int(signal.SIGTERM)}"),
+    # a handler installed later that calls ours (as Lightning's does) decides; ours must not kill
+    ("composed-later", "", COMPOSING_HANDLER, 0, "graceful"),
 ]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("setup", "returncode", "printed"), [s[1:] for s in SIGTERMS], ids=[s[0] for s in SIGTERMS]
+    ("setup", "after_start", "returncode", "printed"),
+    [s[1:] for s in SIGTERMS],
+    ids=[s[0] for s in SIGTERMS],
 )
-def test_sigterm_cancels_run(db_url: str, setup: str, returncode: int, printed: str) -> None:
+def test_sigterm_cancels_run(
+    db_url: str, setup: str, after_start: str, returncode: int, printed: str
+) -> None:
     """Verify that SIGTERM cancels the run, writes its rows, then acts as the prior handler would."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", SIGTERM_SCRIPT.format(setup=setup)],
+        [sys.executable, "-c", SIGTERM_SCRIPT.format(setup=setup, after_start=after_start)],
         env=subprocess_env(db_url),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
