@@ -360,13 +360,17 @@ class Tracker:
             return analysis.query(self, sql, params)
 
     def close(self) -> None:
-        """Close the reader and idle writer connections (running runs keep theirs)."""
+        """Close the reader and idle writer connections (running runs keep theirs).
+
+        A tracker used after `close()` connects again when it needs to (without pooling).
+        """
         with self._lock, self._pool_lock:
             self._closed = True
             for backend in [self._backend, *self._pool]:
                 with contextlib.suppress(SQLTrackError):
                     backend.close()
             self._pool.clear()
+            self._backend = _LazyBackend(self._open_url)
 
     def __enter__(self) -> Tracker:
         return self
@@ -395,6 +399,11 @@ class _LazyBackend:
         if self._real is None:
             self._real = open_backend(self._url)
         return getattr(self._real, name)
+
+    def close(self) -> None:
+        if self._real is not None:
+            self._real.close()
+            self._real = None
 
 
 def _after_fork_in_child() -> None:

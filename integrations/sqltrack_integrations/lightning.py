@@ -317,8 +317,8 @@ class SQLTrackLogger(Logger):
                 run = self._run
                 if run is None and self._offline:
                     run = self._ensure_run(reopen=True, now=True)  # one last try, then keep trying
-                if run is None:
-                    self._final_status = target
+                if run is None and self._offline:
+                    self._final_status = target  # applied when the retry thread gets through
             if run is None:
                 self._finalize_unseen(target)
                 return
@@ -327,6 +327,8 @@ class SQLTrackLogger(Logger):
                     return  # a stage that logged nothing does not undo an earlier failure
                 run = self._reopen(run)
             run.finish(target)
+            # Give the connections back between stages; a later stage or a reader reconnects.
+            run.tracker.close()
 
     @override
     @rank_zero_only
@@ -572,6 +574,7 @@ class SQLTrackLogger(Logger):
             return
         if status in ("running", "crashed"):
             tracker.continue_run(self._uuid).finish(target)
+        tracker.close()
 
     def _switch_to(self, run_uuid: str) -> None:
         """resume="continue": log into the checkpoint's run instead of the one made at setup."""
