@@ -177,9 +177,9 @@ class Run:
             step = self._next_step
         elif type(step) is not int or not _MIN_INT64 <= step <= _MAX_INT64:
             step = _check_step(step)
+        timestamp = time.time() if timestamp is None else _check_timestamp(timestamp)
         if step >= self._next_step:
             self._next_step = step + 1
-        timestamp = time.time() if timestamp is None else _check_timestamp(timestamp)
         queue = self._queue
         queue.append((step, timestamp, values))
         if len(queue) == 1 or len(queue) >= self._max_pending:
@@ -600,6 +600,12 @@ def _register(run: Run) -> None:
         except ValueError:
             return
         _previous_sigterm, _sigterm_installed = previous, True
+
+
+def active_runs() -> list[Run]:
+    """The runs of this process that have not finished."""
+    with _active_lock:
+        return list(_active.values())
 
 
 def _unregister(run: Run) -> None:

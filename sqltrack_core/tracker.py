@@ -17,7 +17,7 @@ from . import _env, _json, analysis, migrations
 from ._backends import Backend, open_backend
 from ._backends.base import mask_password, pin_url, resolve_url
 from .errors import ConfigurationError, NotFoundError, RunStateError, SQLTrackError
-from .runs import Run, RunStatus, _check_tags
+from .runs import Run, _check_tags, active_runs
 from .writer import DEFAULT_COLUMN_BUDGET, ColumnRegistry
 
 if TYPE_CHECKING:
@@ -234,7 +234,8 @@ class Tracker:
 
         For a job that was preempted and restarts from its checkpoint: the run goes back to
         ``running``, its ``ended_at`` is cleared, and `log()` without a step continues after its
-        last logged step. Its params, tags and comment are kept and merge with new ones.
+        last logged step. Its params, tags and comment are kept and merge with new ones. It does
+        not check that no other process still writes to the run.
 
         Raises:
             NotFoundError: no such run.
@@ -275,13 +276,19 @@ class Tracker:
     def delete_run(self, run: Run | int | str | uuid_module.UUID) -> None:
         """Delete a run with its metrics, checkpoints and links (a `Run` must have finished).
 
+        It does not know about runs other processes write to: deleting one of those leaves the
+        rows they write afterwards without a run.
+
         Raises:
             NotFoundError: no such run.
-            RunStateError: `run` is a `Run` of this process that is still running.
+            RunStateError: the run is still running in this process.
         """
-        if isinstance(run, Run) and run.status is RunStatus.RUNNING:
-            raise RunStateError(f"run {run.id} is still running; finish() it before deleting it")
         run_id = self._run_id(run)
+        for live in active_runs():
+            if live.id == run_id and live.tracker._open_url == self._open_url:
+                raise RunStateError(
+                    f"run {run_id} is still running in this process; finish() it before deleting it"
+                )
         b = self._backend
         with self._lock, b.transaction():
             b.execute(b.sql("DELETE FROM runs WHERE id = ?"), (run_id,))

@@ -467,24 +467,29 @@ def test_ddp_spawn_makes_one_run(sqlite_url: str, tmp_path: Path) -> None:
     assert frame["train/loss"].notna().sum() == 4 and frame["val/loss"].notna().sum() == 2
 
 
-def test_ddp_with_two_processes_makes_one_run_with_every_metric(
-    db_url: str, tmp_path: Path
-) -> None:
-    """Verify strategy="ddp" on 2 CPU processes records one run, written by rank 0 only."""
+def run_script(mode: str, url: str, root: Path) -> tuple[subprocess.CompletedProcess[str], str]:
+    """Run tests/_lightning_script.py MODE in a subprocess; return it and the run's UUID."""
     here = Path(__file__).parent
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(here), os.environ.get("PYTHONPATH", "")]),
     }
     done = subprocess.run(
-        [sys.executable, str(here / "_ddp_fit.py"), db_url, str(tmp_path)],
+        [sys.executable, str(here / "_lightning_script.py"), mode, url, str(root)],
         env=env,
         capture_output=True,
         text=True,
         timeout=300,
     )
+    return done, done.stdout.split("RUN ")[1].split()[0]
+
+
+def test_ddp_with_two_processes_makes_one_run_with_every_metric(
+    db_url: str, tmp_path: Path
+) -> None:
+    """Verify strategy="ddp" on 2 CPU processes records one run, written by rank 0 only."""
+    done, version = run_script("ddp", db_url, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    version = done.stdout.split("RUN ")[1].split()[0]
     rows = query(db_url, "SELECT id, uuid, status FROM runs")
     assert [(str(r[1]), r[2]) for r in rows] == [(version, "completed")]
     with sqltrack.connect(db_url) as tracker:
@@ -517,6 +522,21 @@ def test_the_example_prints_a_lineage_of_three_runs(db_url: str, tmp_path: Path)
         ("new-head (resumed)", "resumed_from", "new-head", "cancelled"),
     ]
     assert "└─ resumed_from run" in done.stdout and "└─ finetuned_from run" in done.stdout
+
+
+def test_a_real_sigterm_stops_training_gracefully_and_cancels_the_run(
+    db_url: str, tmp_path: Path
+) -> None:
+    """Verify SIGTERM mid-fit lets Lightning stop gracefully, and the run ends cancelled."""
+    done, version = run_script("sigterm", db_url, tmp_path)
+    # Lightning finishes the epoch, then exits with SIGTERMException (a SystemExit, status 0),
+    # where a kill by the signal would give -15 and lose the epoch's end
+    assert done.returncode == 0 and "Received SIGTERM" in done.stderr, done.stderr[-3000:]
+    rows = query(db_url, "SELECT id, uuid, status FROM runs")
+    assert [(str(r[1]), r[2]) for r in rows] == [(version, "cancelled")]
+    with sqltrack.connect(db_url) as tracker:
+        frame = tracker.metrics(rows[0][0])
+    assert frame["train/loss"].notna().sum() == 4  # the whole first epoch
 
 
 # -- a database that is not there -----------------------------------------------------------------
