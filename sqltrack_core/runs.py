@@ -385,16 +385,14 @@ class Run:
             token = run.register_checkpoint("ckpt.pt", model.state_dict(), step=100)
             torch.save({"model": model.state_dict(), "sqltrack": token}, "ckpt.pt")
 
+        A run that has finished can still register (weights saved after training): then the
+        write is made before this returns.
+
         Raises:
             ConfigurationError: a bad `kind`, `path` or `state_dict`.
-            RunStateError: the run has finished.
         """
         from . import provenance
 
-        if self._status is not RunStatus.RUNNING:
-            raise RunStateError(
-                f"run {self.id} is {self._status.value}; register_checkpoint() needs a running run"
-            )
         provenance.check_kind(kind)
         checked_step = None if step is None else _check_step(step)
         text_path = None if path is None else os.fspath(path)
@@ -416,7 +414,7 @@ class Run:
         kind: str,
         fingerprints: Sequence[TensorFingerprint],
     ) -> None:
-        """Queue the registration of an already fingerprinted checkpoint (see register_checkpoint)."""
+        """Register an already fingerprinted checkpoint (see register_checkpoint)."""
         from . import provenance
 
         stored = dict(token)
@@ -435,7 +433,10 @@ class Run:
                     )
                 raise
 
-        self._writer.submit(Operation(write))
+        if self._status is RunStatus.RUNNING:
+            self._writer.submit(Operation(write))
+        else:
+            self._write(write)
 
     def link_from_weights(
         self,

@@ -370,6 +370,52 @@ def test_three_generations_link_each_to_its_parent(db_url: str, tmp_path: Path) 
     assert list(links(db_url, grandchild.run_id)) == [("finetuned_from", child.run_id)]
 
 
+def test_partial_load_links_initialized_from_with_the_fraction(db_url: str, tmp_path: Path) -> None:
+    """Verify loading only the first layer of a checkpoint links initialized_from, with its share."""
+    base, path = pretrain(tmp_path, db_url)
+    state = torch.load(path, weights_only=True)["state_dict"]
+    model = TinyModel()
+    model.backbone[0].load_state_dict(
+        {"weight": state["backbone.0.weight"], "bias": state["backbone.0.bias"]}
+    )
+    logger, _ = fit(tmp_path / "partial", db_url, model, experiment="partial")
+    found = links(db_url, logger.run_id)
+    assert list(found) == [("initialized_from", base.run_id)]
+    # backbone.0 (8x16 + 16) of backbone.0, backbone.2 (16x16 + 16) and the head's 16 weights
+    # (its 1-element bias is too small to fingerprint)
+    assert found[("initialized_from", base.run_id)]["fraction"] == pytest.approx(
+        144 / 432, abs=1e-6
+    )
+
+
+def test_resume_without_a_token_links_resumed_from_by_fingerprint(
+    db_url: str, tmp_path: Path
+) -> None:
+    """Verify a checkpoint whose token was stripped still resumes linked, by its weights."""
+    base, path = pretrain(tmp_path, db_url)
+    checkpoint = torch.load(path, weights_only=True)
+    del checkpoint["sqltrack"]
+    stripped = tmp_path / "stripped.ckpt"
+    torch.save(checkpoint, stripped)
+    logger, _ = fit(tmp_path / "resume", db_url, TinyModel(), ckpt_path=str(stripped), max_epochs=3)
+    found = links(db_url, logger.run_id)
+    assert list(found) == [("resumed_from", base.run_id)]
+    assert found[("resumed_from", base.run_id)]["method"] == "fingerprint"
+
+
+def test_trainer_save_checkpoint_by_hand_is_registered_with_a_token(
+    db_url: str, tmp_path: Path
+) -> None:
+    """Verify trainer.save_checkpoint(path) registers the file and embeds the token."""
+    logger, trainer = fit(tmp_path, db_url, TinyModel(), enable_checkpointing=False)
+    target = tmp_path / "by-hand.ckpt"
+    trainer.save_checkpoint(target)
+    assert torch.load(target, weights_only=True)["sqltrack"]["run_uuid"] == logger.version
+    paths = query(db_url, "SELECT path, step FROM checkpoints WHERE path IS NOT NULL")
+    assert paths == [(str(target), 8)]
+    assert query(db_url, "SELECT status FROM runs") == [("completed",)]  # not reopened
+
+
 def test_callback_comes_from_the_entry_point_or_from_log_graph(
     sqlite_url: str, tmp_path: Path
 ) -> None:

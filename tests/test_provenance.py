@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import sqltrack_core as sqltrack
-from sqltrack_core import ConfigurationError, NotFoundError, RunStateError
+from sqltrack_core import ConfigurationError, NotFoundError
 from sqltrack_core.provenance import (
     MIN_NUMEL,
     checkpoint_token,
@@ -447,16 +447,17 @@ def test_link_from_token_errors(tracker: sqltrack.Tracker) -> None:
 
 
 def test_register_checkpoint_errors(tracker: sqltrack.Tracker) -> None:
-    """Verify that a bad kind is refused, and registering after finish raises RunStateError."""
+    """Verify that a bad kind is refused, and registering after finish writes at once."""
     run = tracker.start_run("errors")
     with pytest.raises(ConfigurationError, match="checkpoint kind"):
         run.register_checkpoint("x.pt", {}, step=1, kind="best")
     token = run.register_checkpoint("x.pt", None, step=None)
     assert token["step"] is None
     run.finish()
-    with pytest.raises(RunStateError):
-        run.register_checkpoint("x.pt", {}, step=1)
-    assert len(tracker.query("SELECT id FROM checkpoints")) == 1
+    run.register_checkpoint("after.pt", {"w": torch.randn(8, 8)}, step=1)
+    assert sorted(tracker.query("SELECT path FROM checkpoints")["path"]) == ["after.pt", "x.pt"]
+    assert len(tracker.query("SELECT hash FROM tensor_fingerprints")) == 1
+    assert tracker.run_info(run.id)["status"] == "completed"
 
 
 def test_deleting_a_run_deletes_its_checkpoints(tracker: sqltrack.Tracker, tmp_path: Path) -> None:

@@ -370,6 +370,7 @@ class SQLTrackLogger(Logger):
         self._do(
             "checkpoint",
             lambda run: run._submit_checkpoint(token, path, kind, fingerprints),
+            reopen=False,  # a file saved after training does not reopen the run
         )
         return token
 
@@ -503,10 +504,10 @@ class SQLTrackLogger(Logger):
         self._run = self._tracker.continue_run(run.id)
         return self._run
 
-    def _do(self, cause: str, write: Callable[[Run], object]) -> None:
+    def _do(self, cause: str, write: Callable[[Run], object], *, reopen: bool = True) -> None:
         """Apply `write` to the run now, or keep it for when the database answers."""
         with self._guard(cause), self._lock:
-            run = self._ensure_run(reopen=True)
+            run = self._ensure_run(reopen=reopen)
             if run is None:
                 self._deferred.append(write)
             else:
