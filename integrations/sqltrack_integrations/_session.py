@@ -1,0 +1,379 @@
+"""What every framework integration needs from a run, whatever the framework.
+
+A `RunSession` is the run of one logger or callback: its UUID is made up front (frameworks
+want a run name before anything touches the database), the run row is created on first use,
+and while the database cannot be reached everything logged is kept in memory, retried in the
+background, and replayed (with its original timestamps) once it answers. Training never stops
+for tracking: database trouble warns once and goes on; only bad input the user gave raises.
+It pickles without its connections and threads (for frameworks that spawn processes), and its
+copies go on in the same run.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import threading
+import time
+import uuid as uuid_module
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from sqltrack_core import Run, RunStatus, Tracker, connect, provenance
+from sqltrack_core._backends.base import check_scheme, mask_password, pin_url, resolve_url
+from sqltrack_core._warn import logger as _log
+from sqltrack_core._warn import warn_once
+from sqltrack_core.errors import ConfigurationError, MetricTypeError, NotFoundError, SQLTrackError
+from sqltrack_core.runs import _check_tags
+
+__all__ = ["RunSession"]
+
+_RETRY_FIRST_S, _RETRY_MAX_S = 1.0, 60.0
+MAX_BUFFERED_ROWS = 1_000_000  # metric rows kept in memory while the database is unreachable
+_USER_ERRORS = (MetricTypeError, ConfigurationError, NotFoundError)
+
+
+class RunSession:
+    """One run seen from an integration; see the module docstring.
+
+    Raises (in ``__init__``, at the call site): ConfigurationError or UnsupportedURLError for a
+    bad argument.
+    """
+
+    def __init__(
+        self,
+        experiment: str,
+        url: str | os.PathLike[str] | None = None,
+        *,
+        name: str | None = None,
+        tags: list[str] | tuple[str, ...] | None = None,
+        comment: str | None = None,
+        run: int | str | uuid_module.UUID | None = None,
+        sample_above: int | None = None,
+    ) -> None:
+        if not isinstance(experiment, str) or not experiment.strip():
+            raise ConfigurationError(f"experiment {experiment!r} must be a non-empty str")
+        if name is not None and not isinstance(name, str):
+            raise ConfigurationError(
+                f"run name {name!r} is a {type(name).__name__}; expected a str"
+            )
+        if comment is not None and not isinstance(comment, str):
+            raise ConfigurationError(
+                f"comment {comment!r:.80} is a {type(comment).__name__}; expected a str"
+            )
+        if run is not None and (
+            not isinstance(run, (int, str, uuid_module.UUID)) or isinstance(run, bool)
+        ):
+            raise ConfigurationError(
+                f"run {run!r} is a {type(run).__name__}; expected a run id or UUID"
+            )
+        if sample_above is not None and (
+            not isinstance(sample_above, int) or isinstance(sample_above, bool) or sample_above < 1
+        ):
+            raise ConfigurationError(f"sample_above={sample_above!r} must be a positive int")
+        self.url = pin_url(resolve_url(url))
+        check_scheme(self.url)  # a bad URL fails here, not mid-training
+        self.experiment = experiment
+        self.name = name
+        self.tags = _check_tags(tags or [])
+        self.comment = comment
+        self.sample_above = sample_above
+        self.uuid = uuid_module.uuid4()
+        self._continue: int | str | uuid_module.UUID | None = run
+        if isinstance(run, uuid_module.UUID) or (isinstance(run, str) and not run.isdigit()):
+            try:
+                self.uuid = uuid_module.UUID(str(run))
+            except ValueError:
+                raise ConfigurationError(f"run {run!r} is neither a run id nor a UUID") from None
+        self._created_at = time.time()
+        self._created = False  # the run exists in the database (survives pickling)
+        self._init_process_state()
+
+    def _init_process_state(self) -> None:
+        """State that belongs to one process: dropped when pickled."""
+        self._lock = threading.RLock()
+        self._tracker: Tracker | None = None
+        self.run: Run | None = None
+        # while the database is unreachable: rows, and writes to replay once the run exists
+        self._buffered: collections.deque[tuple[dict[str, Any], int | None, float]] = (
+            collections.deque()
+        )
+        self._deferred: list[Callable[[Run], object]] = []
+        self._offline = False
+        self._dropped = 0
+        self._retry: threading.Thread | None = None
+        self._stop_retry = threading.Event()
+        self._final_status: RunStatus | None = None  # finish() came while offline
+
+    _PICKLED = ("url", "experiment", "name", "tags", "comment", "sample_above", "uuid")
+
+    def __getstate__(self) -> dict[str, Any]:
+        keep = (*self._PICKLED, "_continue", "_created_at", "_created")
+        return {key: self.__dict__[key] for key in keep}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._init_process_state()
+
+    @property
+    def offline(self) -> bool:
+        return self._offline
+
+    # -- writing --------------------------------------------------------------------------------
+
+    def log(
+        self, metrics: Mapping[str, Any], step: int | None, timestamp: float | None = None
+    ) -> None:
+        """`Run.log`, or keep the row while the database is away."""
+        run = self.run
+        if run is not None and run.status is RunStatus.RUNNING:
+            run.log(metrics, step, timestamp=timestamp)  # the hot path: no lock, no database
+            return
+        with self._lock:
+            run = self.ensure_run(reopen=True)
+            if run is not None:
+                run.log(metrics, step, timestamp=timestamp)
+                return
+            if len(self._buffered) >= MAX_BUFFERED_ROWS:
+                self._buffered.popleft()
+                self._dropped += 1
+            self._buffered.append((dict(metrics), step, timestamp or time.time()))
+
+    def do(self, cause: str, write: Callable[[Run], object], *, reopen: bool = True) -> None:
+        """Apply `write` to the run now, or keep it for when the database answers."""
+        with self.guard(cause), self._lock:
+            run = self.ensure_run(reopen=reopen)
+            if run is None:
+                self._deferred.append(write)
+            else:
+                write(run)
+
+    def register_checkpoint(
+        self,
+        path: str | None,
+        state_dict: Mapping[str, Any],
+        step: int | None,
+        kind: str = "checkpoint",
+        token: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Fingerprint `state_dict` now; register it (never reopening the run); return the token.
+
+        `token` is one made earlier with `next_token` (a carrier that had to be written first);
+        by default a new one. Never raises for a database problem: the token is made here.
+        """
+        fingerprints = provenance.fingerprint_state_dict(state_dict, sample_above=self.sample_above)
+        made = dict(token) if token is not None else self.next_token(step)
+        made["step"] = step
+        self.do(
+            "checkpoint",
+            lambda run: run._submit_checkpoint(made, path, kind, fingerprints),
+            reopen=False,  # weights saved after training do not reopen the run
+        )
+        return made
+
+    def next_token(self, step: int | None = None) -> dict[str, Any]:
+        """A token of this run for a checkpoint not saved yet."""
+        return provenance.checkpoint_token(self.uuid, uuid_module.uuid4(), step)
+
+    def link_initial_weights(
+        self,
+        state_dict: Mapping[str, Any],
+        *,
+        resumed: bool,
+        token: Mapping[str, Any] | None = None,
+        path: str | None = None,
+    ) -> None:
+        """Record the weights training starts from, and link where they came from: by `token`
+        (``resumed_from``) when a checkpoint's token is known, else by fingerprints."""
+        fingerprints = provenance.fingerprint_state_dict(state_dict, sample_above=self.sample_above)
+
+        def write(run: Run) -> None:
+            if token is not None:
+                run.link_from_token(token, kind="resumed_from", path=path)
+            run._link_from_fingerprints(fingerprints, resumed=resumed, infer=token is None)
+
+        self.do("provenance", write)
+
+    def finish(self, target: RunStatus) -> None:
+        """Finish the run as `target` (reopening it if it ended otherwise), then give the
+        connections back; while the database is away, the retry thread finishes it later."""
+        with self.guard("finish", strict=False):
+            with self._lock:
+                run = self.run
+                if run is None and self._offline:
+                    run = self.ensure_run(reopen=True, now=True)  # one last try, then keep trying
+                if run is None and self._offline:
+                    self._final_status = target
+            if run is None:
+                self._finish_unseen(target)
+                return
+            if run.status is not RunStatus.RUNNING and run.status is not target:
+                if target is RunStatus.COMPLETED:
+                    return  # a stage that logged nothing does not undo an earlier failure
+                run = self._reopen(run)
+            run.finish(target)
+            run.tracker.close()  # a later stage, or a reader, connects again
+
+    def switch_to(self, run_uuid: str) -> None:
+        """Log into run `run_uuid` from now on, instead of the run made for this session (which is
+        deleted if nothing was logged into it yet)."""
+        with self._lock:
+            placeholder, self.run = self.run, None
+            if placeholder is not None:
+                placeholder.finish(RunStatus.CANCELLED)
+                if placeholder._next_step == 0:
+                    placeholder.tracker.delete_run(placeholder)
+            self._continue = run_uuid
+            self.uuid = uuid_module.UUID(run_uuid)
+            self.ensure_run(reopen=True)
+
+    @contextmanager
+    def guard(self, cause: str, *, strict: bool = True) -> Iterator[None]:
+        """Training never stops for tracking: warn once and go on. With `strict`, bad input the
+        caller gave still raises; the framework's own calls are not strict."""
+        try:
+            yield
+        except Exception as exc:
+            if strict and isinstance(exc, _USER_ERRORS):
+                raise
+            warn_once(
+                f"session:{self.uuid}",
+                cause,
+                f"sqltrack: {cause} of run {self.uuid} failed and is skipped: "
+                f"{type(exc).__name__}: {exc}",
+            )
+
+    # -- the run, and life without a database ---------------------------------------------------
+
+    def ensure_run(self, *, reopen: bool, now: bool = False) -> Run | None:
+        """The run, created on first use; None while the database cannot be reached (then the
+        retry thread creates it, unless `now` asks for one more try on this thread)."""
+        with self._lock:
+            run = self.run
+            if run is not None:
+                if reopen and run.status is not RunStatus.RUNNING:
+                    run = self._reopen(run)
+                return run
+            if self._offline and not now:
+                self._start_retry()
+                return None
+            try:
+                if self._tracker is None:
+                    self._tracker = connect(self.url)
+                run = self._create_run(self._tracker)
+            except _USER_ERRORS:
+                raise
+            except SQLTrackError as exc:
+                self._go_offline(exc)
+                return None
+            self._offline = False
+            return run
+
+    def _create_run(self, tracker: Tracker) -> Run:
+        """Create (or continue) the run, then replay what was kept while offline (under _lock)."""
+        if self._continue is not None:
+            run = tracker.continue_run(self._continue)
+            self.uuid = run.uuid
+        elif self._created:
+            run = tracker.continue_run(self.uuid)  # this session's run, made in another process
+        else:
+            run = tracker.start_run(
+                self.experiment,
+                name=self.name,
+                tags=self.tags,
+                comment=self.comment,
+                uuid=self.uuid,
+                started_at=self._created_at,
+            )
+        self._created = True
+        self._continue = None
+        self._replay(run)
+        self.run = run
+        if self._final_status is not None:  # training ended while the database was away
+            run.finish(self._final_status)
+            self._final_status = None
+        return run
+
+    def _replay(self, run: Run) -> None:
+        if self._dropped:
+            warn_once(
+                f"session:{self.uuid}",
+                "dropped",
+                f"sqltrack: the database was unreachable for long; the oldest {self._dropped} "
+                f"metric rows of run {run.id} did not fit in memory and are lost",
+            )
+        while self._buffered:
+            metrics, step, stamp = self._buffered.popleft()
+            run.log(metrics, step, timestamp=stamp)
+        deferred, self._deferred = self._deferred, []
+        for write in deferred:
+            write(run)
+
+    def _reopen(self, run: Run) -> Run:
+        self.run = run.tracker.continue_run(run.id)
+        return self.run
+
+    def _go_offline(self, exc: BaseException) -> None:
+        self._offline = True
+        warn_once(
+            f"session:{self.uuid}",
+            "offline",
+            f"sqltrack: cannot reach {mask_password(self.url)} ({exc}); training goes on, and "
+            f"run {self.uuid} is kept in memory and written when the database answers",
+        )
+        self._start_retry()
+
+    def _start_retry(self) -> None:
+        if self._retry is None or not self._retry.is_alive():
+            self._stop_retry.clear()
+            self._retry = threading.Thread(
+                target=self._retry_loop, name="sqltrack-session-retry", daemon=True
+            )
+            self._retry.start()
+
+    def _retry_loop(self) -> None:
+        """Connect with backoff, off the training thread; create the run once it answers."""
+        delay = _RETRY_FIRST_S
+        while not self._stop_retry.wait(delay):
+            delay = min(delay * 2, _RETRY_MAX_S)
+            try:
+                tracker = self._tracker or connect(self.url)  # may block: not under _lock
+                with self._lock:
+                    self._tracker = tracker
+                    if self.run is None:
+                        self._create_run(tracker)
+                    self._offline = False
+            except SQLTrackError as exc:
+                _log.debug("sqltrack: still cannot reach the database: %s", exc)
+                continue
+            except Exception:
+                _log.exception("sqltrack: could not create run %s", self.uuid)
+                return
+            _log.info("sqltrack: the database answers again; run %s is written", self.run)
+            return
+
+    def _finish_unseen(self, target: RunStatus) -> None:
+        """finish() on a copy that never made the run: the parent of spawned children, or a
+        process that never reached the database."""
+        if self._offline:
+            warn_once(
+                f"session:{self.uuid}",
+                "unwritten",
+                f"sqltrack: {mask_password(self.url)} is still unreachable at the end of "
+                f"training; {len(self._buffered)} metric rows of run {self.uuid} stay in memory "
+                "and are written if it answers while this process lives",
+            )
+            return
+        if target is RunStatus.COMPLETED:
+            return
+        # a spawned child made the run and failed; only this copy hears of it
+        tracker = self._tracker or connect(self.url)
+        self._tracker = tracker
+        try:
+            status = tracker.run_info(self.uuid)["status"]
+        except NotFoundError:
+            return
+        if status in ("running", "crashed"):
+            tracker.continue_run(self.uuid).finish(target)
+        tracker.close()
