@@ -17,6 +17,7 @@ import warnings
 from pathlib import Path
 
 import torch
+from _lineage import print_lineage
 from lightning.pytorch import LightningModule, Trainer, seed_everything
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -123,22 +124,7 @@ def main() -> None:
     )
 
     with sqltrack.connect() as tracker:
-        info = tracker.run_info(resumed.version)
-        ancestors = tracker.lineage(resumed.version).query("relation == 'ancestor'")
-    print(f"\nlineage of run {info['id']} ({info['uuid']}):")
-    print(f"  run {info['id']}  {info['experiment']}/{info['name']}  {info['status']}")
-    for row in ancestors.sort_values("depth").itertuples():
-        evidence = row.evidence
-        how = (
-            f"token of the step-{evidence['step']} checkpoint"
-            if evidence["method"] == "token"
-            else f"fingerprints, {evidence['fraction']:.0%} of the weights"
-        )
-        indent = "  " * int(row.depth)
-        print(
-            f"  {indent}└─ {row.kind} run {row.run_id}  {row.experiment}/{row.name}  "
-            f"{row.status}  (by {how})"
-        )
+        print_lineage(tracker, resumed.version)
     print(f"\ncheckpoints are in {root}")
 
 

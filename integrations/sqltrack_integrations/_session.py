@@ -140,6 +140,19 @@ class RunSession:
                 self._dropped += 1
             self._buffered.append((dict(metrics), step, timestamp or time.time()))
 
+    def log_after_end(self, metrics: Mapping[str, Any], step: int | None) -> None:
+        """Log into a run that has finished (an evaluation after training), keeping its status."""
+        with self._lock:
+            run = self.run
+            if run is None or run.status is RunStatus.RUNNING:
+                self.log(metrics, step)
+                return
+            status = run.status
+            run = self._reopen(run)
+            run.log(metrics, step)
+            run.finish(status)
+            run.tracker.close()
+
     def do(self, cause: str, write: Callable[[Run], object], *, reopen: bool = True) -> None:
         """Apply `write` to the run now, or keep it for when the database answers."""
         with self.guard(cause), self._lock:

@@ -1,1 +1,302 @@
-"""Hugging Face TrainerCallback (SQLTrackCallback) for sqltrack-core: not implemented yet, see the roadmap in README.md."""
+"""Hugging Face `transformers.Trainer` callback for sqltrack-core, with provenance links.
+
+``Trainer(..., callbacks=[SQLTrackCallback("my-experiment")])`` gives a tracked run: the
+TrainingArguments and the model config as params, every ``trainer.log()`` value as a typed
+column at ``state.global_step`` (train, ``eval_*`` and end-of-training summary keys, and
+anything else; non-numeric values too), every ``checkpoint-N/`` registered, and links to the
+runs the starting weights came from. ``report_to="sqltrack"`` works too, once this module is
+imported.
+
+Provenance carriers (the brief's "Provenance"):
+
+- the token ``{"run_uuid", "checkpoint_uuid", "step"}`` rides on ``model.config.sqltrack``, so
+  ``save_model``, ``save_pretrained`` and ``from_pretrained(local_dir)`` carry it; it is put
+  there before each save (the Trainer writes ``config.json`` before ``on_save``);
+- ``checkpoint-N/sqltrack.json`` holds the same token next to the files it describes; it is how
+  ``train(resume_from_checkpoint=...)`` is recognised (``resumed_from``). Nothing is added to
+  ``trainer_state.json``, and the callback keeps no state to restore;
+- weight fingerprints decide ``finetuned_from`` / ``initialized_from`` at train begin, so a
+  config that carries a token on a freshly initialised model links nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid as uuid_module
+from collections.abc import Mapping
+from typing import Any
+
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+from sqltrack_core import RunStatus, _json, provenance
+from sqltrack_core.errors import ConfigurationError
+from sqltrack_integrations._session import RunSession
+
+__all__ = ["SQLTrackCallback"]
+
+_CONFIG_KEY = "sqltrack"  # model.config attribute that carries the token
+SIDECAR = "sqltrack.json"  # the token file in each checkpoint-N/ folder
+_RESUME_MODES = ("new", "continue")
+_SECRET_HINTS = ("password", "secret", "api_key", "access_key")
+_PLAIN = (bool, int, float, str)
+
+
+class SQLTrackCallback(TrainerCallback):
+    """Track a `transformers.Trainer` run in sqltrack-core.
+
+    Args:
+        experiment: the run's experiment; default ``$SQLTRACK_EXPERIMENT``, else
+            ``"huggingface"``.
+        url: the database; default ``$SQLTRACK_URL``, else ``sqlite:///sqltrack.db``.
+        name: the run's name; default ``TrainingArguments.run_name`` when it is set.
+        tags, comment: stored with the run.
+        resume: on ``train(resume_from_checkpoint=...)`` from another run's checkpoint,
+            ``"new"`` (default) starts a new run linked ``resumed_from``; ``"continue"`` goes on
+            logging into that run (preempted jobs).
+        run: continue this existing run (id or UUID) from the start.
+        sample_above: fingerprint a sample of tensors larger than this (very large models).
+
+    Example::
+
+        trainer = Trainer(model, args, train_dataset=train, callbacks=[SQLTrackCallback("bert")])
+        trainer.train()
+
+    Only the world process zero writes; the run is created at train begin (or at the first
+    log of an evaluate-only script).
+    """
+
+    def __init__(
+        self,
+        experiment: str | None = None,
+        url: str | os.PathLike[str] | None = None,
+        *,
+        name: str | None = None,
+        tags: list[str] | tuple[str, ...] | None = None,
+        comment: str | None = None,
+        resume: str = "new",
+        run: int | str | uuid_module.UUID | None = None,
+        sample_above: int | None = None,
+    ) -> None:
+        if resume not in _RESUME_MODES:
+            raise ConfigurationError(
+                f"resume={resume!r} is not one of {', '.join(map(repr, _RESUME_MODES))}"
+            )
+        if experiment is None:
+            experiment = os.environ.get("SQLTRACK_EXPERIMENT") or "huggingface"
+        self._session = RunSession(
+            experiment,
+            url,
+            name=name,
+            tags=tags,
+            comment=comment,
+            run=run,
+            sample_above=sample_above,
+        )
+        self._resume = resume
+        self._started = False  # the run's starting weights were recorded
+        self._armed: dict[str, Any] | None = None  # the token on model.config, for the next save
+        self._ended = False  # on_train_end came, and no train began since
+
+    @property
+    def run_id(self) -> int | None:
+        """The run's integer id, once it exists in the database."""
+        run = self._session.run
+        return None if run is None else run.id
+
+    @property
+    def run_uuid(self) -> str:
+        return str(self._session.uuid)
+
+    # -- TrainerCallback ------------------------------------------------------------------------
+
+    def on_train_begin(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        model: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        """Create the run with its params; link where the starting weights came from."""
+        if not state.is_world_process_zero:
+            return
+        session = self._session
+        self._ended = False
+        with session.guard("train begin", strict=False):
+            if session.name is None and args.run_name and args.run_name != args.output_dir:
+                session.name = args.run_name
+            resumed = state.global_step > 0
+            token, path = _resume_token(args, state) if resumed else (None, None)
+            if (
+                token is not None
+                and self._resume == "continue"
+                and token["run_uuid"] != str(session.uuid)
+            ):
+                session.switch_to(token["run_uuid"])
+                self._started = True  # the continued run recorded its starting weights
+            params = _params(args, model)
+            session.do("params", lambda run: run.log_params(params))
+            if not self._started and model is not None:
+                self._started = True
+                session.link_initial_weights(
+                    model.state_dict(), resumed=resumed, token=token, path=path
+                )
+            self._arm(model, state.global_step)
+
+    def on_step_end(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        **kwargs: Any,
+    ) -> None:
+        armed = self._armed
+        if armed is not None:
+            armed["step"] = state.global_step  # what config.json says if a save follows
+
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Log `logs` at ``state.global_step``; values that are not numbers are kept too."""
+        if not state.is_world_process_zero or not logs:
+            return
+        values = {str(key): _loggable(value) for key, value in logs.items()}
+        session = self._session
+        with session.guard("log", strict=False):
+            if self._ended:
+                session.log_after_end(values, state.global_step)  # evaluate() after train()
+            else:
+                session.log(values, state.global_step)
+
+    def on_save(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        model: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        """Register ``checkpoint-N/`` under the token its config.json carries, and write the
+        token next to it; arm a new token for the next save."""
+        if not state.is_world_process_zero or model is None:
+            return
+        folder = _checkpoint_folder(args, state)
+        with self._session.guard("checkpoint", strict=False):
+            token = self._session.register_checkpoint(
+                folder, model.state_dict(), state.global_step, token=self._armed
+            )
+            if os.path.isdir(folder):
+                with open(os.path.join(folder, SIDECAR), "w", encoding="utf-8") as file:
+                    json.dump(token, file)
+        self._arm(model, state.global_step)
+
+    def on_train_end(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        model: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        """Register the final weights under the armed token (a later ``save_model`` carries it)
+        and finish the run as completed."""
+        if not state.is_world_process_zero:
+            return
+        session = self._session
+        if model is not None:
+            with session.guard("checkpoint", strict=False):
+                session.register_checkpoint(
+                    None, model.state_dict(), state.global_step, kind="final", token=self._armed
+                )
+        session.finish(RunStatus.COMPLETED)
+        self._ended = True
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def _arm(self, model: Any, step: int) -> None:
+        """Put a fresh token of this run on ``model.config`` for the next save."""
+        config = getattr(model, "config", None)
+        if config is None:
+            return
+        self._armed = self._session.next_token(step)
+        setattr(config, _CONFIG_KEY, self._armed)
+
+
+def _resume_token(
+    args: TrainingArguments, state: TrainerState
+) -> tuple[dict[str, Any] | None, str | None]:
+    """The token of the checkpoint a resumed train() started from, if its sidecar is where the
+    Trainer keeps it; else fingerprints decide."""
+    folder = _checkpoint_folder(args, state)
+    path = os.path.join(folder, SIDECAR)
+    try:
+        with open(path, encoding="utf-8") as file:
+            token = provenance.read_token(json.load(file))
+    except (OSError, ValueError):
+        return None, None
+    if token is None or token["step"] != state.global_step:
+        return None, None
+    return token, folder
+
+
+def _checkpoint_folder(args: TrainingArguments, state: TrainerState) -> str:
+    """Where the Trainer writes ``checkpoint-<global_step>`` (outside hyperparameter search)."""
+    return os.path.abspath(
+        os.path.join(args.output_dir or "trainer_output", f"checkpoint-{state.global_step}")
+    )
+
+
+def _params(args: TrainingArguments, model: Any) -> dict[str, Any]:
+    """TrainingArguments and the model config, JSON-safe, without anything secret."""
+    settings: dict[str, Any] = args.to_dict()  # type: ignore[no-untyped-call]
+    params: dict[str, Any] = {"args": _without_secrets(settings)}
+    config = getattr(model, "config", None)
+    if config is not None and hasattr(config, "to_dict"):
+        settings = config.to_dict()
+        settings.pop(_CONFIG_KEY, None)
+        params["model"] = _without_secrets(settings)
+    plain: dict[str, Any] = _json.jsonable(params)
+    return plain
+
+
+def _without_secrets(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Drop ``hub_token``-like keys (HF masks them already) and anything named like a secret."""
+    return {
+        key: value
+        for key, value in values.items()
+        if not (
+            str(key).lower().endswith("_token")
+            or str(key).lower() == "token"
+            or any(hint in str(key).lower() for hint in _SECRET_HINTS)
+        )
+    }
+
+
+def _loggable(value: Any) -> Any:
+    """A value `Run.log` takes: numbers and text as they are, anything else made JSON-safe."""
+    if value is None or type(value) in _PLAIN:
+        return value
+    value = _json.scalar(value)  # numpy and torch scalars
+    if value is None or isinstance(value, _PLAIN):
+        return value
+    return _json.jsonable(value)
+
+
+def _register_report_to() -> None:
+    """Make ``TrainingArguments(report_to="sqltrack")`` find this callback (best effort)."""
+    try:
+        from transformers.integrations import integration_utils
+    except ImportError:  # pragma: no cover - a transformers without the registry
+        return
+    registry = getattr(integration_utils, "INTEGRATION_TO_CALLBACK", None)
+    if isinstance(registry, dict):
+        registry.setdefault("sqltrack", SQLTrackCallback)
+
+
+_register_report_to()
