@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import warnings
@@ -318,6 +319,33 @@ def test_restoring_callback_states_is_harmless(db_url: str, tmp_path: Path) -> N
         restore_callback_states_from_checkpoint=True,
     )
     assert list(links(db_url, second.run_id)) == [("resumed_from", first.run_id)]
+
+
+@pytest.mark.parametrize(
+    ("mode", "returncode", "status"),
+    [("caught", 0, "failed"), ("uncaught", 1, "failed"), ("ctrl-c", -signal.SIGINT, "cancelled")],
+)
+def test_a_train_that_raised_ends_failed_at_exit(
+    db_url: str, tmp_path: Path, mode: str, returncode: int, status: str
+) -> None:
+    """Verify a train() that never reached its end is failed at exit (cancelled after Ctrl-C)."""
+    here = Path(__file__).parent
+    done = subprocess.run(
+        [sys.executable, str(here / "_hf_script.py"), mode, db_url, str(tmp_path)],
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(here), os.environ.get("PYTHONPATH", "")]),
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == returncode, done.stderr[-3000:]
+    version = done.stdout.split("RUN ")[1].split()[0]
+    rows = query(db_url, "SELECT id, uuid, status FROM runs")
+    assert [(str(r[1]), r[2]) for r in rows] == [(version, status)]
+    with sqltrack.connect(db_url) as tracker:
+        assert tracker.metrics(rows[0][0])["loss"].notna().sum() == 2  # logged after steps 1, 2
 
 
 def test_bad_arguments_are_refused_at_the_call_site() -> None:

@@ -21,9 +21,12 @@ Provenance carriers (the brief's "Provenance"):
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import sys
 import uuid as uuid_module
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -63,7 +66,9 @@ class SQLTrackCallback(TrainerCallback):
         trainer.train()
 
     Only the world process zero writes; the run is created at train begin (or at the first
-    log of an evaluate-only script).
+    log of an evaluate-only script). A ``train()`` that raised ends the run ``failed`` when the
+    process exits, even if the script caught the exception; SIGTERM or Ctrl-C end it
+    ``cancelled``.
     """
 
     def __init__(
@@ -97,6 +102,8 @@ class SQLTrackCallback(TrainerCallback):
         self._started = False  # the run's starting weights were recorded
         self._armed: dict[str, Any] | None = None  # the token on model.config, for the next save
         self._ended = False  # on_train_end came, and no train began since
+        self._training = False  # between on_train_begin and on_train_end
+        self._exit_hook = False
 
     @property
     def run_id(self) -> int | None:
@@ -123,6 +130,12 @@ class SQLTrackCallback(TrainerCallback):
             return
         session = self._session
         self._ended = False
+        self._training = True
+        if not self._exit_hook:
+            # Transformers has no exception hook: a train() that never reached on_train_end by
+            # the time the process exits has failed (even if the script caught the exception).
+            atexit.register(_fail_unfinished, weakref.ref(self))
+            self._exit_hook = True
         with session.guard("train begin", strict=False):
             if session.name is None and args.run_name and args.run_name != args.output_dir:
                 session.name = args.run_name
@@ -216,6 +229,7 @@ class SQLTrackCallback(TrainerCallback):
                 )
         session.finish(RunStatus.COMPLETED)
         self._ended = True
+        self._training = False
 
     # -- helpers ----------------------------------------------------------------------------------
 
@@ -226,6 +240,20 @@ class SQLTrackCallback(TrainerCallback):
             return
         self._armed = self._session.next_token(step)
         setattr(config, _CONFIG_KEY, self._armed)
+
+
+def _fail_unfinished(ref: weakref.ReferenceType[SQLTrackCallback]) -> None:
+    """At exit: a run whose train() never ended failed (cancelled after Ctrl-C), unless it was
+    finished otherwise already (SIGTERM cancels it at once)."""
+    callback = ref()
+    if callback is None or not callback._training:
+        return
+    run = callback._session.run
+    if run is not None and run.status is not RunStatus.RUNNING:
+        return
+    uncaught = getattr(sys, "last_exc", None) or getattr(sys, "last_value", None)
+    status = RunStatus.CANCELLED if isinstance(uncaught, KeyboardInterrupt) else RunStatus.FAILED
+    callback._session.finish(status)
 
 
 def _resume_token(
