@@ -233,6 +233,24 @@ def test_resume_from_checkpoint_links_resumed_from_by_token(db_url: str, tmp_pat
     }
 
 
+def test_resume_from_a_copied_checkpoint_links_resumed_from_by_weights(
+    db_url: str, tmp_path: Path
+) -> None:
+    """Verify resuming from a checkpoint folder copied out of the output dir still links."""
+    torch.manual_seed(0)
+    first, _ = train(BertForMaskedLM(tiny_config()), db_url, tmp_path / "a", task="mlm")
+    copied = tmp_path / "moved" / "step-4"
+    shutil.copytree(tmp_path / "a" / "checkpoint-4", copied)
+    shutil.rmtree(tmp_path / "a")
+    second, trainer = train(
+        BertForMaskedLM(tiny_config()), db_url, tmp_path / "b", task="mlm", resume=str(copied)
+    )
+    assert trainer.state.global_step == 8
+    found = links(db_url, second.run_id)
+    assert list(found) == [("resumed_from", first.run_id)]
+    assert found[("resumed_from", first.run_id)]["method"] == "fingerprint"
+
+
 def test_resume_continue_goes_on_in_the_checkpoints_run(db_url: str, tmp_path: Path) -> None:
     """Verify resume="continue" logs the resumed steps into the original run."""
 

@@ -259,18 +259,21 @@ def _fail_unfinished(ref: weakref.ReferenceType[SQLTrackCallback]) -> None:
 def _resume_token(
     args: TrainingArguments, state: TrainerState
 ) -> tuple[dict[str, Any] | None, str | None]:
-    """The token of the checkpoint a resumed train() started from, if its sidecar is where the
-    Trainer keeps it; else fingerprints decide."""
-    folder = _checkpoint_folder(args, state)
-    path = os.path.join(folder, SIDECAR)
-    try:
-        with open(path, encoding="utf-8") as file:
-            token = provenance.read_token(json.load(file))
-    except (OSError, ValueError):
-        return None, None
-    if token is None or token["step"] != state.global_step:
-        return None, None
-    return token, folder
+    """The token of the checkpoint a resumed train() started from, from its sidecar: in
+    ``args.resume_from_checkpoint`` if a script set it, else where the Trainer keeps it. Without
+    one (a folder copied elsewhere), fingerprints decide."""
+    folders = [_checkpoint_folder(args, state)]
+    if isinstance(args.resume_from_checkpoint, str):
+        folders.insert(0, os.path.abspath(args.resume_from_checkpoint))
+    for folder in folders:
+        try:
+            with open(os.path.join(folder, SIDECAR), encoding="utf-8") as file:
+                token = provenance.read_token(json.load(file))
+        except (OSError, ValueError):
+            continue
+        if token is not None and token["step"] == state.global_step:
+            return token, folder
+    return None, None
 
 
 def _checkpoint_folder(args: TrainingArguments, state: TrainerState) -> str:
