@@ -255,3 +255,26 @@ def test_unreachable_database_warns_and_training_completes(tmp_path: Path) -> No
     with pytest.warns(SQLTrackWarning, match="reach"):
         callback = fit(model, url)
     assert callback.run_id is None and len(model.history.history["loss"]) == 2
+
+
+def test_the_example_prints_a_lineage_of_three_runs(db_url: str, tmp_path: Path) -> None:
+    """Verify examples/keras_pretrain_finetune.py links its three runs with the right kinds."""
+    example = Path(__file__).parents[1] / "examples" / "keras_pretrain_finetune.py"
+    done = subprocess.run(
+        [sys.executable, str(example)],
+        env={**os.environ, "SQLTRACK_URL": db_url, "KERAS_BACKEND": "torch"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = query(
+        db_url,
+        "SELECT f.name, l.kind, t.name FROM run_links l "
+        "JOIN runs f ON f.id = l.from_run_id JOIN runs t ON t.id = l.to_run_id ORDER BY l.kind",
+    )
+    assert rows == [
+        ("new-head", "finetuned_from", "backbone"),
+        ("new-head (resumed)", "resumed_from", "new-head"),
+    ]
