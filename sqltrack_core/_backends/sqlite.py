@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -126,7 +127,7 @@ class SQLiteBackend:
                 check_same_thread=False,  # one owner thread at a time, guarded by self._lock
                 uri=uri,
             )
-            conn.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+            _enable_wal(conn)  # readers never block the writer
             conn.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; safe with WAL
             conn.execute("PRAGMA foreign_keys=ON")
             conn.create_function("sqltrack_merge_json", 2, _merge_json, deterministic=True)
@@ -268,3 +269,23 @@ class SQLiteBackend:
 # Connections inherited by a forked child are kept referenced here so that garbage
 # collection never closes them (closing would release the parent's file locks).
 _ABANDONED: list[Any] = []
+
+
+def _enable_wal(conn: sqlite3.Connection) -> None:
+    """Switch the file to WAL mode once. The switch needs the file to itself and SQLite may
+    refuse it at once ("database is locked") while other processes open it too, busy timeout
+    or not; so retry with backoff, within the busy timeout."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    delay = 0.01
+    while True:
+        try:
+            (mode,) = conn.execute("PRAGMA journal_mode").fetchone()
+            if str(mode).lower() != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            text = str(exc).lower()
+            if ("locked" not in text and "busy" not in text) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
