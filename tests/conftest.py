@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import uuid
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -91,3 +92,16 @@ def tracker(db_url: str) -> Iterator[sqltrack.Tracker]:
         yield t
     finally:
         t.close()
+
+
+@pytest.fixture
+def no_sqltrack_warnings() -> Iterator[None]:
+    """Fail a test that makes sqltrack warn, unless it expects so with pytest.warns (for tests
+    that must ignore the frameworks' own warnings)."""
+    from sqltrack_core.errors import SQLTrackWarning
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        yield
+    ours = [str(w.message) for w in seen if issubclass(w.category, SQLTrackWarning)]
+    assert not ours

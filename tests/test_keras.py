@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import subprocess
-import sys
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +12,7 @@ import pytest
 pytest.importorskip("keras")
 
 import keras
+from _integration import links, query, run_example, run_python
 
 import sqltrack_core as sqltrack
 from sqltrack_core import ConfigurationError
@@ -25,22 +20,13 @@ from sqltrack_core.errors import SQLTrackWarning
 from sqltrack_integrations.keras import SQLTrackKerasCallback, read_keras_token
 
 pytestmark = [
+    pytest.mark.usefixtures("no_sqltrack_warnings"),
     pytest.mark.filterwarnings("ignore::UserWarning"),
     pytest.mark.filterwarnings("ignore::DeprecationWarning"),
 ]
 
 X = np.random.RandomState(0).randn(64, 8).astype("float32")
 Y = X @ np.linspace(-1, 1, 8, dtype="float32")[:, None]
-
-
-@pytest.fixture(autouse=True)
-def no_sqltrack_warnings() -> Iterator[None]:
-    """Fail a test that makes sqltrack warn, unless it expects so with pytest.warns."""
-    with warnings.catch_warnings(record=True) as seen:
-        warnings.simplefilter("always")
-        yield
-    ours = [str(w.message) for w in seen if issubclass(w.category, SQLTrackWarning)]
-    assert not ours
 
 
 def build(head: int = 1, seed: int = 0, compile: bool = True) -> Any:
@@ -65,21 +51,6 @@ def fit(model: Any, url: str, experiment: str = "exp", **kwargs: Any) -> SQLTrac
     options.update(kwargs)
     model.fit(X, Y, callbacks=[callback, *extra], **options)
     return callback
-
-
-def query(url: str, sql: str) -> list[tuple[Any, ...]]:
-    with sqltrack.connect(url) as tracker:
-        return list(tracker.query(sql).itertuples(index=False, name=None))
-
-
-def links(url: str, run_id: int | None) -> dict[tuple[str, int], dict[str, Any]]:
-    assert run_id is not None
-    rows = query(
-        url, f"SELECT kind, to_run_id, evidence FROM run_links WHERE from_run_id = {int(run_id)}"
-    )
-    return {
-        (kind, int(to)): (json.loads(ev) if isinstance(ev, str) else ev) for kind, to, ev in rows
-    }
 
 
 def pretrain(url: str, tmp_path: Path) -> tuple[SQLTrackKerasCallback, Any]:
@@ -235,8 +206,7 @@ def test_the_module_imports_without_choosing_a_backend() -> None:
         "k.SQLTrackKerasCallback('e', 'sqlite:///x.db'); "
         "assert 'keras' not in sys.modules, 'keras imported by the callback'"
     )
-    env = {key: value for key, value in os.environ.items() if key != "KERAS_BACKEND"}
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    done = run_python("-c", code, env={"KERAS_BACKEND": ""})
     assert done.returncode == 0, done.stderr
 
 
@@ -259,21 +229,7 @@ def test_unreachable_database_warns_and_training_completes(tmp_path: Path) -> No
 
 def test_the_example_prints_a_lineage_of_three_runs(db_url: str, tmp_path: Path) -> None:
     """Verify examples/keras_pretrain_finetune.py links its three runs with the right kinds."""
-    example = Path(__file__).parents[1] / "examples" / "keras_pretrain_finetune.py"
-    done = subprocess.run(
-        [sys.executable, str(example)],
-        env={**os.environ, "SQLTRACK_URL": db_url, "KERAS_BACKEND": "torch"},
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    rows = query(
-        db_url,
-        "SELECT f.name, l.kind, t.name FROM run_links l "
-        "JOIN runs f ON f.id = l.from_run_id JOIN runs t ON t.id = l.to_run_id ORDER BY l.kind",
-    )
+    _, rows = run_example("keras_pretrain_finetune.py", db_url, tmp_path)
     assert rows == [
         ("new-head", "finetuned_from", "backbone"),
         ("new-head (resumed)", "resumed_from", "new-head"),

@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
-import subprocess
-import sys
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +14,7 @@ pytest.importorskip("transformers")
 
 import torch
 from _hf_models import TokenData, tiny_config, training_args
+from _integration import TESTS, links, query, run_example, run_python
 from transformers import (
     BertForMaskedLM,
     BertForSequenceClassification,
@@ -32,35 +28,11 @@ from sqltrack_core.errors import SQLTrackWarning
 from sqltrack_integrations.transformers import SIDECAR, SQLTrackCallback
 
 pytestmark = [
+    pytest.mark.usefixtures("no_sqltrack_warnings"),
     pytest.mark.filterwarnings("ignore::UserWarning"),
     pytest.mark.filterwarnings("ignore::DeprecationWarning"),
     pytest.mark.filterwarnings("ignore::FutureWarning"),
 ]
-
-
-@pytest.fixture(autouse=True)
-def no_sqltrack_warnings() -> Iterator[None]:
-    """Fail a test that makes sqltrack warn, unless it expects so with pytest.warns."""
-    with warnings.catch_warnings(record=True) as seen:
-        warnings.simplefilter("always")
-        yield
-    ours = [str(w.message) for w in seen if issubclass(w.category, SQLTrackWarning)]
-    assert not ours
-
-
-def query(url: str, sql: str) -> list[tuple[Any, ...]]:
-    with sqltrack.connect(url) as tracker:
-        return list(tracker.query(sql).itertuples(index=False, name=None))
-
-
-def links(url: str, run_id: int | None) -> dict[tuple[str, int], dict[str, Any]]:
-    assert run_id is not None
-    rows = query(
-        url, f"SELECT kind, to_run_id, evidence FROM run_links WHERE from_run_id = {int(run_id)}"
-    )
-    return {
-        (kind, int(to)): (json.loads(ev) if isinstance(ev, str) else ev) for kind, to, ev in rows
-    }
 
 
 def train(
@@ -94,6 +66,14 @@ def pretrain(tmp_path: Path, url: str, seed: int = 0) -> tuple[SQLTrackCallback,
     callback, trainer = train(model, url, tmp_path / "pre-out", task="mlm", experiment="pretrain")
     trainer.save_model(str(tmp_path / "base"))
     return callback, tmp_path / "base"
+
+
+class StopAt(TrainerCallback):
+    """Stop training after 4 steps (a job that hits its time limit)."""
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.global_step == 4:
+            control.should_training_stop = True
 
 
 # -- the run, params and metrics ----------------------------------------------------------------
@@ -204,11 +184,6 @@ def test_a_fresh_model_from_a_tracked_config_links_nothing(db_url: str, tmp_path
 def test_resume_from_checkpoint_links_resumed_from_by_token(db_url: str, tmp_path: Path) -> None:
     """Verify train(resume_from_checkpoint=...) makes a new run linked resumed_from by token."""
 
-    class StopAt(TrainerCallback):
-        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            if state.global_step == 4:
-                control.should_training_stop = True
-
     torch.manual_seed(0)
     first, _ = train(
         BertForMaskedLM(tiny_config()), db_url, tmp_path, task="mlm", callbacks=[StopAt()]
@@ -253,11 +228,6 @@ def test_resume_from_a_copied_checkpoint_links_resumed_from_by_weights(
 
 def test_resume_continue_goes_on_in_the_checkpoints_run(db_url: str, tmp_path: Path) -> None:
     """Verify resume="continue" logs the resumed steps into the original run."""
-
-    class StopAt(TrainerCallback):
-        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            if state.global_step == 4:
-                control.should_training_stop = True
 
     torch.manual_seed(0)
     first, _ = train(
@@ -347,17 +317,7 @@ def test_a_train_that_raised_ends_failed_at_exit(
     db_url: str, tmp_path: Path, mode: str, returncode: int, status: str
 ) -> None:
     """Verify a train() that never reached its end is failed at exit (cancelled after Ctrl-C)."""
-    here = Path(__file__).parent
-    done = subprocess.run(
-        [sys.executable, str(here / "_hf_script.py"), mode, db_url, str(tmp_path)],
-        env={
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join([str(here), os.environ.get("PYTHONPATH", "")]),
-        },
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_python(str(TESTS / "_hf_script.py"), mode, db_url, str(tmp_path))
     assert done.returncode == returncode, done.stderr[-3000:]
     version = done.stdout.split("RUN ")[1].split()[0]
     rows = query(db_url, "SELECT id, uuid, status FROM runs")
@@ -385,23 +345,8 @@ def test_unreachable_database_warns_and_training_completes(tmp_path: Path) -> No
 
 def test_the_example_prints_a_lineage_of_three_runs(db_url: str, tmp_path: Path) -> None:
     """Verify examples/hf_pretrain_finetune.py links its three runs with the right kinds."""
-    example = Path(__file__).parents[1] / "examples" / "hf_pretrain_finetune.py"
-    done = subprocess.run(
-        [sys.executable, str(example)],
-        env={**os.environ, "SQLTRACK_URL": db_url, "HF_HUB_OFFLINE": "1"},
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    rows = query(
-        db_url,
-        "SELECT f.name, l.kind, t.name FROM run_links l "
-        "JOIN runs f ON f.id = l.from_run_id JOIN runs t ON t.id = l.to_run_id ORDER BY l.kind",
-    )
+    _, rows = run_example("hf_pretrain_finetune.py", db_url, tmp_path)
     assert rows == [
         ("classifier", "finetuned_from", "tiny-bert"),
         ("classifier (resumed)", "resumed_from", "classifier"),
     ]
-    assert "└─ resumed_from run" in done.stdout and "└─ finetuned_from run" in done.stdout

@@ -27,7 +27,7 @@ from sqltrack_core._warn import warn_once
 from sqltrack_core.errors import ConfigurationError, MetricTypeError, NotFoundError, SQLTrackError
 from sqltrack_core.runs import _check_tags
 
-__all__ = ["RunSession"]
+__all__ = ["RunSession", "TracksARun"]
 
 _RETRY_FIRST_S, _RETRY_MAX_S = 1.0, 60.0
 MAX_BUFFERED_ROWS = 1_000_000  # metric rows kept in memory while the database is unreachable
@@ -390,3 +390,20 @@ class RunSession:
         if status in ("running", "crashed"):
             tracker.continue_run(self.uuid).finish(target)
         tracker.close()
+
+
+class TracksARun:
+    """What the integrations' loggers and callbacks tell about their run (``self._session``)."""
+
+    _session: RunSession
+
+    @property
+    def run_id(self) -> int | None:
+        """The run's integer id, once it exists in the database."""
+        run = self._session.run
+        return None if run is None else run.id
+
+    @property
+    def run_uuid(self) -> str:
+        """The run's UUID (made before the run exists in the database)."""
+        return str(self._session.uuid)

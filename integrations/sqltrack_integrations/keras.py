@@ -39,7 +39,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from sqltrack_core import RunStatus, _json
-from sqltrack_integrations._session import RunSession
+from sqltrack_integrations._session import RunSession, TracksARun
 
 __all__ = ["SQLTrackKerasCallback", "read_keras_token"]
 
@@ -48,7 +48,7 @@ H5_ATTRIBUTE = "sqltrack"  # the token's attribute on the root group of an .h5 f
 _PLAIN = (bool, int, float, str)
 
 
-class SQLTrackKerasCallback:
+class SQLTrackKerasCallback(TracksARun):
     """Track a Keras 3 ``fit()`` in sqltrack-core.
 
     Args:
@@ -116,16 +116,6 @@ class SQLTrackKerasCallback:
         self._batches_done = 0  # batches trained by this run before the current epoch
         self._batches_in_epoch = 0
         self._step = 0  # of the epoch under way (for files saved during it)
-
-    @property
-    def run_id(self) -> int | None:
-        """The run's integer id, once it exists in the database."""
-        run = self._session.run
-        return None if run is None else run.id
-
-    @property
-    def run_uuid(self) -> str:
-        return str(self._session.uuid)
 
     # -- what Keras calls -----------------------------------------------------------------------
 

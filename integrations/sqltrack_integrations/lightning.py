@@ -37,7 +37,7 @@ from typing_extensions import override
 
 from sqltrack_core import RunStatus, _json, provenance
 from sqltrack_core.errors import ConfigurationError, MetricTypeError
-from sqltrack_integrations._session import RunSession
+from sqltrack_integrations._session import RunSession, TracksARun
 
 __all__ = ["SQLTrackCallback", "SQLTrackLogger"]
 
@@ -53,7 +53,7 @@ _TOKEN_KEY = "sqltrack"  # where the token lives in a Lightning checkpoint dict
 _UNSAFE_PATH_CHARS = re.compile(r"[^A-Za-z0-9._=+-]+")
 
 
-class SQLTrackLogger(Logger):
+class SQLTrackLogger(Logger, TracksARun):
     """Log a Lightning run to sqltrack-core (SQLite by default, or PostgreSQL).
 
     Args:
@@ -165,12 +165,6 @@ class SQLTrackLogger(Logger):
         0 and while the database cannot be reached."""
         run = self._session.ensure_run(reopen=False)
         return _DummyExperiment() if run is None else run
-
-    @property
-    def run_id(self) -> int | None:
-        """The run's integer id, once it exists in the database."""
-        run = self._session.run
-        return None if run is None else run.id
 
     @override
     @rank_zero_only

@@ -34,7 +34,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 
 from sqltrack_core import RunStatus, _json, provenance
 from sqltrack_core.errors import ConfigurationError
-from sqltrack_integrations._session import RunSession
+from sqltrack_integrations._session import RunSession, TracksARun
 
 __all__ = ["SQLTrackCallback"]
 
@@ -45,7 +45,7 @@ _SECRET_HINTS = ("password", "secret", "api_key", "access_key")
 _PLAIN = (bool, int, float, str)
 
 
-class SQLTrackCallback(TrainerCallback):
+class SQLTrackCallback(TrainerCallback, TracksARun):
     """Track a `transformers.Trainer` run in sqltrack-core.
 
     Args:
@@ -104,16 +104,6 @@ class SQLTrackCallback(TrainerCallback):
         self._ended = False  # on_train_end came, and no train began since
         self._training = False  # between on_train_begin and on_train_end
         self._exit_hook = False
-
-    @property
-    def run_id(self) -> int | None:
-        """The run's integer id, once it exists in the database."""
-        run = self._session.run
-        return None if run is None else run.id
-
-    @property
-    def run_uuid(self) -> str:
-        return str(self._session.uuid)
 
     # -- TrainerCallback ------------------------------------------------------------------------
 
