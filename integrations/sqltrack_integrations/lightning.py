@@ -57,7 +57,8 @@ class SQLTrackLogger(Logger, TracksARun):
     """Log a Lightning run to sqltrack-core (SQLite by default, or PostgreSQL).
 
     Args:
-        experiment: the experiment the run belongs to; also the checkpoint folder's name.
+        experiment: the experiment the run belongs to, also the checkpoint folder's name;
+            default ``$SQLTRACK_EXPERIMENT``, else ``"lightning_logs"``.
         url: the database (``sqlite:///path.db``, ``postgresql://user@host/db``); default
             ``$SQLTRACK_URL``, else ``sqlite:///sqltrack.db``.
         name: the run's name.
@@ -82,7 +83,7 @@ class SQLTrackLogger(Logger, TracksARun):
 
     def __init__(
         self,
-        experiment: str = "lightning_logs",
+        experiment: str | None = None,
         url: str | os.PathLike[str] | None = None,
         *,
         name: str | None = None,
@@ -98,6 +99,8 @@ class SQLTrackLogger(Logger, TracksARun):
             raise ConfigurationError(
                 f"resume={resume!r} is not one of {', '.join(map(repr, _RESUME_MODES))}"
             )
+        if experiment is None:
+            experiment = os.environ.get("SQLTRACK_EXPERIMENT") or "lightning_logs"
         self._session = RunSession(
             experiment,
             url,
