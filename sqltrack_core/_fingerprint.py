@@ -199,8 +199,9 @@ def _digest(item: _Prepared) -> TensorFingerprint | None:
         flat = data.contiguous()
         raw = flat.view(torch.uint8)  # any dtype, bf16 and bool included, as its bytes
         count = int(flat.numel())
-        rows = raw.view(count, -1)
-        if count < 2 or bool((rows == rows[0]).all()):
+        width = _TORCH_INTS.get(flat.element_size())
+        bits = flat.view(getattr(torch, width)) if width else raw.view(count, -1)
+        if count < 2 or _constant(bits):
             return None  # constant: every init has it, so it says nothing
         buffer: Any = _torch_bytes(raw)
     else:
@@ -209,8 +210,9 @@ def _digest(item: _Prepared) -> TensorFingerprint | None:
         flat = np.ascontiguousarray(data)
         raw = flat.view(np.uint8)
         count = int(flat.size)
-        rows = raw.reshape(count, -1)
-        if count < 2 or bool((rows == rows[0]).all()):
+        width = _TORCH_INTS.get(flat.itemsize)
+        bits = flat.view(getattr(np, width)) if width else raw.reshape(count, -1)
+        if count < 2 or _constant(bits):
             return None
         buffer = raw
     sampled = item.stride > 1
@@ -218,6 +220,20 @@ def _digest(item: _Prepared) -> TensorFingerprint | None:
     h = hashlib.blake2b(header.encode(), digest_size=_DIGEST_SIZE)
     h.update(buffer)
     return TensorFingerprint(item.name, h.hexdigest(), item.dtype, item.shape, item.numel, sampled)
+
+
+#: element size -> the integer dtype of that width (the same name in torch and numpy)
+_TORCH_INTS = {1: "uint8", 2: "int16", 4: "int32", 8: "int64"}
+
+
+def _constant(bits: Any) -> bool:
+    """Whether all elements are bit-identical (`bits`: the elements as integers of their width,
+    or byte rows for wider ones). Looks at a few first, so that weights, which differ at once,
+    cost nothing near the full comparison."""
+    first = bits[0]
+    if not bool((bits[:64] == first).all()):
+        return False
+    return bool((bits == first).all())
 
 
 def _torch_bytes(raw: Any) -> Any:

@@ -1,0 +1,138 @@
+"""Fingerprint throughput, and what provenance adds to saving a checkpoint.
+
+Measured on CPU tensors (this script does not use a GPU), as medians over ``--repeat``:
+
+- ``fingerprint_state_dict`` throughput in GB/s over a synthetic state dict of ``--mb`` MB
+  (tensors of 4M elements), for float32 and bfloat16, full and sampled
+  (``sample_above=65536``: each tensor hashes ~64k elements at a fixed stride);
+- a checkpoint save: ``torch.save`` of the state dict to a file in a temporary directory, with
+  and without ``run.register_checkpoint`` before it (fingerprints on the caller's thread, the
+  registry written by the run's writer, off the caller's thread), on SQLite; the extra time is
+  what provenance costs the training loop per checkpoint.
+
+Usage::
+
+    python tests/benchmarks/bench_fingerprint.py            # 256 MB, 5 repeats
+    python tests/benchmarks/bench_fingerprint.py --mb 64 --repeat 3   # quick
+
+This file is a script, not a test module (pytest collects only ``test_*.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+import sqltrack_core as sqltrack
+from sqltrack_core.provenance import fingerprint_state_dict
+
+ELEMENTS = 4 * 2**20  # per tensor
+
+
+def state_dict(megabytes: int, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Random tensors of ELEMENTS elements adding up to about `megabytes` MB."""
+    per_tensor = ELEMENTS * torch.tensor([], dtype=dtype).element_size()
+    count = max(1, megabytes * 2**20 // per_tensor)
+    generator = torch.Generator().manual_seed(0)
+    return {
+        f"layer{i}.weight": torch.randn(ELEMENTS, generator=generator).to(dtype)
+        for i in range(count)
+    }
+
+
+def nbytes(tensors: dict[str, torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+def median_seconds(fn: Callable[[], object], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--mb", type=int, default=256, help="size of the state dict")
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    started = time.time()
+
+    rows = []
+    for dtype in (torch.float32, torch.bfloat16):
+        tensors = state_dict(args.mb, dtype)
+        size = nbytes(tensors)
+        fingerprint_state_dict(tensors)  # warm-up
+        for label, sample in (("full", None), ("sampled (64k elements/tensor)", 65536)):
+            seconds = median_seconds(
+                lambda t=tensors, s=sample: fingerprint_state_dict(t, sample_above=s),
+                args.repeat,
+            )
+            rows.append((str(dtype).removeprefix("torch."), label, size, seconds))
+
+    tensors = state_dict(args.mb, torch.float32)
+    with tempfile.TemporaryDirectory() as folder:
+        tracker = sqltrack.connect(f"sqlite:///{folder}/bench.db")
+        run = tracker.start_run("bench-fingerprint")
+        path = Path(folder) / "checkpoint.pt"
+
+        def save() -> None:
+            torch.save(tensors, path)
+
+        def save_with_provenance() -> None:
+            token = run.register_checkpoint(path, tensors, step=1)
+            torch.save({"state_dict": tensors, "sqltrack": token}, path)
+
+        save()
+        save_with_provenance()
+        times: dict[str, list[float]] = {"plain": [], "provenance": []}
+        for _ in range(args.repeat):  # interleaved, so that disk noise hits both alike
+            for label, fn in (("plain", save), ("provenance", save_with_provenance)):
+                start = time.perf_counter()
+                fn()
+                times[label].append(time.perf_counter() - start)
+        run.finish()
+        tracker.close()
+    plain = statistics.median(times["plain"])
+    with_provenance = statistics.median(times["provenance"])
+
+    print("### Fingerprints and checkpoint saves\n")
+    print(
+        f"- machine: {platform.node()}, {os.cpu_count()} CPUs; Python {platform.python_version()}; "
+        f"torch {torch.__version__} (1 thread)"
+    )
+    print(f"- date: {dt.datetime.fromtimestamp(started, dt.timezone.utc):%Y-%m-%d %H:%M} UTC")
+    print(f"- command: `python {' '.join(sys.argv)}`; medians of {args.repeat}\n")
+    print("| dtype | mode | state dict (MB) | time (s) | throughput (GB/s) |")
+    print("|---|---|---:|---:|---:|")
+    for dtype_name, label, size, seconds in rows:
+        print(
+            f"| {dtype_name} | {label} | {size / 2**20:,.0f} | {seconds:.3f} | "
+            f"{size / seconds / 1e9:.2f} |"
+        )
+    print()
+    print("| checkpoint save (float32) | time (s) |")
+    print("|---|---:|")
+    print(f"| `torch.save` | {plain:.3f} |")
+    print(f"| `register_checkpoint` + `torch.save` | {with_provenance:.3f} |")
+    print(
+        f"| provenance adds | {with_provenance - plain:+.3f} "
+        f"({(with_provenance / plain - 1) * 100:+.0f}%) |"
+    )
+
+
+if __name__ == "__main__":
+    main()
