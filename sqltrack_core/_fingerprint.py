@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import os
+from collections import deque
 from collections.abc import Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +17,7 @@ __all__ = ["MIN_NUMEL", "TensorFingerprint", "fingerprint_state_dict"]
 #: Tensors with fewer elements than this are skipped: scalars, counters such as BatchNorm's
 #: ``num_batches_tracked``, tiny biases. Their content says too little about where they came from.
 MIN_NUMEL = 16
+_HASH_THREADS = max(1, min(4, os.cpu_count() or 1))
 
 #: GPU tensors are copied to pinned CPU memory without blocking, in groups of about this many
 #: bytes, with one synchronisation per group rather than one per tensor.
@@ -85,12 +89,24 @@ def fingerprint_state_dict(
         raise ConfigurationError(
             f"sample_above {sample_above!r} must be a positive int (elements) or None"
         )
-    results = []
-    for item in _hashable(_prepare_all(state_dict, min_numel, sample_above)):
-        digest = _digest(item)
-        if digest is not None:
-            results.append(digest)
+    # hashlib and torch let go of the GIL on large buffers, so several tensors hash at once;
+    # a few in flight at most, so that GPU copies still stream a group at a time.
+    results: list[TensorFingerprint] = []
+    in_flight: deque[Future[TensorFingerprint | None]] = deque()
+    with ThreadPoolExecutor(_HASH_THREADS, thread_name_prefix="sqltrack-hash") as pool:
+        for item in _hashable(_prepare_all(state_dict, min_numel, sample_above)):
+            in_flight.append(pool.submit(_digest, item))
+            if len(in_flight) >= 2 * _HASH_THREADS:
+                _collect(in_flight.popleft(), results)
+        while in_flight:
+            _collect(in_flight.popleft(), results)
     return results
+
+
+def _collect(future: Future[TensorFingerprint | None], results: list[TensorFingerprint]) -> None:
+    digest = future.result()
+    if digest is not None:
+        results.append(digest)
 
 
 def _prepare_all(
