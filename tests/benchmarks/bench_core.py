@@ -11,8 +11,9 @@ over ``--repeat`` repetitions, each in a fresh database:
 - end-to-end ingest of W in values/s: from the first ``log()`` until every run has finished
   (``finish()`` returns once everything is committed);
 - the raw limit in the same repetition: the same rows written into a plain wide table
-  (``run_id, step`` + 6 typed columns, primary key ``(run_id, step)``) with ``COPY``
-  (PostgreSQL) / ``executemany`` in one transaction (SQLite), and ingest / raw;
+  (``run_id, step`` + 6 typed columns, primary key ``(run_id, step)``) with binary ``COPY``
+  (PostgreSQL, the fastest way in) / ``executemany`` in one transaction (SQLite), and
+  ingest / raw;
 - "best val_acc and last train_loss per run" through ``tracker.runs(metrics=...)`` vs the
   hand-written SQL on the same tables, run through the bare driver.
 
@@ -315,8 +316,9 @@ def bench_raw(db: Database, w: Workload) -> dict[str, float]:
             with (
                 conn.transaction(),
                 conn.cursor() as cur,
-                cur.copy(f"COPY raw_wide ({cols}) FROM STDIN") as copy,
+                cur.copy(f"COPY raw_wide ({cols}) FROM STDIN (FORMAT BINARY)") as copy,
             ):
+                copy.set_types(["int8", "int8", *["float8"] * len(COLUMNS)])
                 for row in rows:
                     copy.write_row(row)
             elapsed = time.perf_counter() - t
@@ -468,7 +470,7 @@ def report(w: Workload, args: argparse.Namespace, backends: list[str], res: dict
     row(
         "raw limit: wide table, "
         + " / ".join(
-            {"sqlite": "executemany, 1 tx", "postgresql": "COPY, 1 tx"}[b] for b in backends
+            {"sqlite": "executemany, 1 tx", "postgresql": "binary COPY, 1 tx"}[b] for b in backends
         )
         + " (values/s)",
         lambda r: f"{med(r, 'raw_vps'):,.0f}",
