@@ -14,8 +14,17 @@ over ``--repeat`` repetitions, each in a fresh database:
   (``run_id, step`` + 6 typed columns, primary key ``(run_id, step)``) with binary ``COPY``
   (PostgreSQL, the fastest way in) / ``executemany`` in one transaction (SQLite), and
   ingest / raw;
-- "best val_acc and last train_loss per run" through ``tracker.runs(metrics=...)`` vs the
-  hand-written SQL on the same tables, run through the bare driver.
+- readers vs hand-written SQL on the same tables, run through the bare driver (timed
+  alternately; medians of ``--query-repeat`` for the first, of ``--extra-repeat`` for the
+  others; both sides' answers are checked equal first):
+  "best val_acc and last train_loss per run" through ``tracker.runs(metrics=...)``; "top ten
+  runs by best val_acc" through ``tracker.runs(metrics={"val/acc": "max"})`` sorted and cut in
+  pandas, vs ``ORDER BY ... LIMIT 10``; "one run's history" through ``tracker.metrics(run_id)``
+  vs ``SELECT * FROM metrics WHERE run_id = ? ORDER BY step``;
+- the CLI, in-process through click's ``CliRunner`` after a warm-up call (so imports are not
+  timed, but each call connects, checks the schema and writes CSV, as ``sqltrack`` does):
+  ``sqltrack runs --metric val/acc:max --metric train/loss:last --format csv`` and
+  ``sqltrack metrics RUN --format csv``, vs the same hand-written SQL as the readers.
 
 Only the public API is used on the sqltrack side. Runs are logged one after the other in this
 process, as a training loop would; ``start_run`` is timed separately (it is not ingest).
@@ -63,6 +72,20 @@ HAND_SQL = (
     "(SELECT l.train_loss FROM metrics l WHERE l.run_id = m.run_id "
     "AND l.train_loss IS NOT NULL ORDER BY l.step DESC LIMIT 1) AS last_train_loss "
     "FROM metrics m GROUP BY m.run_id ORDER BY m.run_id"
+)
+HAND_TOP10_SQL = (
+    "SELECT run_id, max(val_acc) AS best_val_acc FROM metrics "
+    "GROUP BY run_id ORDER BY best_val_acc DESC LIMIT 10"
+)
+HAND_HISTORY_SQL = "SELECT * FROM metrics WHERE run_id = {mark} ORDER BY step"
+CLI_RUNS_ARGS = (
+    "runs",
+    "--metric",
+    "val/acc:max",
+    "--metric",
+    "train/loss:last",
+    "--format",
+    "csv",
 )
 
 
@@ -343,24 +366,114 @@ def median_ms_pair(
     return 1000 * statistics.median(times[0]), 1000 * statistics.median(times[1])
 
 
-def bench_query(db: Database, tracker: Any, repeat: int) -> dict[str, float]:
+def same(a: Any, b: Any) -> bool:
+    """Two metric values are equal: both missing (None / NaN / empty CSV cell) or close."""
+    missing_a = a is None or a == "" or (isinstance(a, float) and math.isnan(a))
+    missing_b = b is None or b == "" or (isinstance(b, float) and math.isnan(b))
+    if missing_a or missing_b:
+        return missing_a and missing_b
+    return math.isclose(float(a), float(b))
+
+
+def check(ok: bool, what: str, *detail: Any) -> None:
+    """Fail loudly (also under python -O) when the two sides of a comparison disagree."""
+    if not ok:
+        raise SystemExit(
+            f"bench_core: {what} differ between sqltrack and hand-written SQL: {detail}"
+        )
+
+
+def check_per_run(label: str, hand: list[tuple[Any, ...]], got: list[tuple[Any, ...]]) -> None:
+    """Rows of (run_id, values...) from both sides are the same, in the same order."""
+    check(len(got) == len(hand), f"{label}: row counts", len(got), len(hand))
+    for h, g in zip(hand, got, strict=True):
+        check(int(g[0]) == h[0], f"{label}: run ids", g[0], h[0])
+        check(all(same(x, y) for x, y in zip(g[1:], h[1:], strict=True)), label, g, h)
+
+
+def check_history(label: str, hand: list[dict[str, Any]], got: list[dict[str, Any]]) -> None:
+    """One run's history, as rows keyed by column name (hand) / metric key (sqltrack)."""
+    check(len(got) == len(hand), f"{label}: row counts", len(got), len(hand))
+    keys = dict(zip(TRAIN_KEYS + VAL_KEYS, COLUMNS, strict=True))
+    for h, g in zip(hand, got, strict=True):
+        check(int(g["run_id"]) == h["run_id"] and int(g["step"]) == h["step"], label, g, h)
+        for key, column in keys.items():
+            check(same(g[key], h[column]), f"{label}: {key}", h["step"], g[key], h[column])
+
+
+def bench_query(
+    db: Database, tracker: Any, repeat: int, extra_repeat: int, run_id: int
+) -> dict[str, float]:
+    import csv
+    import io
+
+    from click.testing import CliRunner
+
+    from sqltrack_core.cli import cli
+
     spec = {"val/acc": "max", "train/loss": "last"}
+    history_sql = HAND_HISTORY_SQL.format(mark="?" if db.backend == "sqlite" else "%s")
+    runner = CliRunner()
+
+    def hand() -> list[tuple[Any, ...]]:
+        return conn.execute(HAND_SQL).fetchall()
+
+    def top10() -> Any:
+        df = tracker.runs(metrics={"val/acc": "max"})
+        return df.sort_values("val/acc:max", ascending=False).head(10)
+
+    def hand_top10() -> list[tuple[Any, ...]]:
+        return conn.execute(HAND_TOP10_SQL).fetchall()
+
+    def hand_history() -> list[tuple[Any, ...]]:
+        return conn.execute(history_sql, (run_id,)).fetchall()
+
+    def sqltrack_cli(*args: str) -> list[dict[str, str]]:
+        result = runner.invoke(cli, [*args, "--url", db.url], catch_exceptions=False)
+        check(result.exit_code == 0, "sqltrack " + " ".join(args), result.output)
+        return list(csv.DictReader(io.StringIO(result.stdout)))
+
+    cli_metrics_args = ("metrics", str(run_id), "--format", "csv")
     conn = db.connect()
     try:
         # same answers both ways
+        expected = hand()
         df = tracker.runs(metrics=spec)
-        hand = conn.execute(HAND_SQL).fetchall()
-        assert len(df) == len(hand), (len(df), len(hand))
-        for (run_id, best, last), (_, row) in zip(hand, df.iterrows(), strict=True):
-            assert row["id"] == run_id
-            assert math.isclose(row["val/acc:max"], best), (row["val/acc:max"], best)
-            assert math.isclose(row["train/loss:last"], last), (row["train/loss:last"], last)
-        tracker_ms, hand_ms = median_ms_pair(
-            lambda: tracker.runs(metrics=spec), lambda: conn.execute(HAND_SQL).fetchall(), repeat
-        )
+        got = list(zip(df["id"], df["val/acc:max"], df["train/loss:last"], strict=True))
+        check_per_run("runs()", expected, got)
+        cli_rows = sqltrack_cli(*CLI_RUNS_ARGS)
+        got = [(r["id"], r["val/acc:max"], r["train/loss:last"]) for r in cli_rows]
+        check_per_run("sqltrack runs", expected, got)
+        df = top10()
+        got = list(zip(df["id"], df["val/acc:max"], strict=True))
+        check_per_run("top ten runs", hand_top10(), got)
+        cursor = conn.execute(history_sql, (run_id,))
+        names = [d[0] for d in cursor.description]
+        history = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        check(len(history) > 0, "history of run", run_id)
+        df = tracker.metrics(run_id)
+        check_history("metrics()", history, df.to_dict("records"))
+        check_history("sqltrack metrics", history, sqltrack_cli(*cli_metrics_args))
+
+        out: dict[str, float] = {}
+        pairs: list[tuple[str, Callable[[], Any], Callable[[], Any]]] = [
+            ("runs", lambda: tracker.runs(metrics=spec), hand),
+            ("top10", top10, hand_top10),
+            ("history", lambda: tracker.metrics(run_id), hand_history),
+            ("cli_runs", lambda: sqltrack_cli(*CLI_RUNS_ARGS), hand),
+            ("cli_metrics", lambda: sqltrack_cli(*cli_metrics_args), hand_history),
+        ]
+        for name, ours, theirs in pairs:
+            ours_ms, hand_ms = median_ms_pair(
+                ours, theirs, repeat if name == "runs" else extra_repeat
+            )
+            out[f"{name}_ms"], out[f"{name}_hand_ms"] = ours_ms, hand_ms
+            out[f"{name}_ratio"] = ours_ms / hand_ms
     finally:
         conn.close()
-    return {"runs_ms": tracker_ms, "hand_ms": hand_ms, "query_ratio": tracker_ms / hand_ms}
+    # the first pair's keys, as before
+    out["hand_ms"], out["query_ratio"] = out.pop("runs_hand_ms"), out.pop("runs_ratio")
+    return out
 
 
 def run_backend(
@@ -376,7 +489,10 @@ def run_backend(
             try:
                 check_ingest(db, w)
                 result.update(ingest)
-                result.update(bench_query(db, tracker, args.query_repeat))
+                run_id = int(ingest["first_run_id"]) + w.runs // 2
+                result.update(
+                    bench_query(db, tracker, args.query_repeat, args.extra_repeat, run_id)
+                )
             finally:
                 tracker.close()
         with fresh(backend, args.pg_url, tmp) as db:
@@ -388,7 +504,9 @@ def run_backend(
             f"ingest {result['ingest_vps']:,.0f} v/s ({result['ingest_s']:.2f} s: log loop "
             f"{result['log_loop_s']:.2f} s, finish {result['finish_s']:.2f} s), "
             f"raw {result['raw_vps']:,.0f} v/s, ratio {result['ingest_over_raw']:.0%}, "
-            f"runs() {result['runs_ms']:.1f} ms vs SQL {result['hand_ms']:.1f} ms",
+            f"runs() {result['runs_ms']:.1f} ms vs SQL {result['hand_ms']:.1f} ms, "
+            f"top 10 {result['top10_ratio']:.2f}x, metrics() {result['history_ratio']:.2f}x, "
+            f"CLI runs {result['cli_runs_ratio']:.2f}x, metrics {result['cli_metrics_ratio']:.2f}x",
             file=sys.stderr,
             flush=True,
         )
@@ -484,6 +602,33 @@ def report(w: Workload, args: argparse.Namespace, backends: list[str], res: dict
     )
     row("hand-written SQL, bare driver (ms)", lambda r: f"{med(r, 'hand_ms'):.1f}", "")
     row("runs() / SQL", lambda r: f"**{med(r, 'query_ratio'):.2f}x**", "≤ 2x")
+    readers = [
+        (
+            "top10",
+            '`tracker.runs(metrics={"val/acc": "max"})`, sorted + `head(10)` in pandas (ms)',
+            "hand-written SQL, `ORDER BY ... DESC LIMIT 10` (ms)",
+            "top ten / SQL",
+        ),
+        (
+            "history",
+            f"`tracker.metrics(run_id)`, one run's history ({w.steps:,} rows) (ms)",
+            "hand-written `SELECT * FROM metrics WHERE run_id = ? ORDER BY step`, fetchall (ms)",
+            "metrics() / SQL",
+        ),
+    ]
+    for key, label, hand_label, ratio_label in readers:
+        row(label, lambda r, k=key: f"{med(r, k + '_ms'):.1f}", "")
+        row(hand_label, lambda r, k=key: f"{med(r, k + '_hand_ms'):.1f}", "")
+        row(ratio_label, lambda r, k=key: f"**{med(r, k + '_ratio'):.2f}x**", "≤ 2x")
+    for key, label in (
+        ("cli_runs", "`sqltrack " + " ".join(CLI_RUNS_ARGS) + "`"),
+        ("cli_metrics", "`sqltrack metrics RUN --format csv`"),
+    ):
+        row(
+            f"{label}, in-process (`CliRunner`, after a warm-up call): ms (/ same SQL)",
+            lambda r, k=key: f"{med(r, k + '_ms'):.1f} ({med(r, k + '_ratio'):.1f}x)",
+            "",
+        )
     lines += [
         "",
         "Where ingest time goes (medians, seconds unless noted):",
@@ -517,6 +662,12 @@ def main(argv: list[str] | None = None) -> int:
         "--log-calls", type=int, default=None, help="timed log() calls (default min(100k, W's))"
     )
     parser.add_argument("--query-repeat", type=int, default=15)
+    parser.add_argument(
+        "--extra-repeat",
+        type=int,
+        default=4,
+        help="timed calls for the top-ten, history and CLI rows (fewer: they add to the runtime)",
+    )
     args = parser.parse_args(argv)
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     for b in backends:
