@@ -555,6 +555,25 @@ def _status_for(exc: BaseException | None) -> RunStatus:
     return RunStatus.FAILED
 
 
+def _check_description(
+    experiment: object, name: object, comment: object, tags: Iterable[str] | None
+) -> list[str]:
+    """Check what describes a run (as `Tracker.start_run` takes it); return the tags, deduplicated.
+
+    Raises:
+        ConfigurationError: naming the bad value.
+    """
+    if not isinstance(experiment, str) or not experiment.strip():
+        raise ConfigurationError(f"experiment {experiment!r} must be a non-empty str")
+    if name is not None and not isinstance(name, str):
+        raise ConfigurationError(f"run name {name!r} is a {type(name).__name__}; expected a str")
+    if comment is not None and not isinstance(comment, str):
+        raise ConfigurationError(
+            f"comment {comment!r:.80} is a {type(comment).__name__}; expected a str"
+        )
+    return _check_tags(tags or [])
+
+
 def _check_tags(tags: Iterable[str]) -> list[str]:
     if isinstance(tags, str):
         raise ConfigurationError(

@@ -17,7 +17,7 @@ from . import _env, _json, analysis, migrations
 from ._backends import Backend, open_backend
 from ._backends.base import mask_password, pin_url, resolve_url
 from .errors import ConfigurationError, NotFoundError, RunStateError, SQLTrackError
-from .runs import Run, _check_tags, active_runs
+from .runs import Run, _check_description, active_runs
 from .writer import DEFAULT_COLUMN_BUDGET, ColumnRegistry
 
 if TYPE_CHECKING:
@@ -156,21 +156,11 @@ class Tracker:
         the run before it exists, such as a logger whose checkpoint paths carry it.
         `started_at` (epoch seconds, default now) backdates the start, for runs recorded late.
         """
-        if not isinstance(experiment, str) or not experiment.strip():
-            raise ConfigurationError(f"experiment {experiment!r} must be a non-empty str")
-        if name is not None and not isinstance(name, str):
-            raise ConfigurationError(
-                f"run name {name!r} is a {type(name).__name__}; expected a str"
-            )
+        checked_tags = _check_description(experiment, name, comment, tags)
         if params is not None and not isinstance(params, Mapping):
             raise ConfigurationError(
                 f"params {params!r:.80} is a {type(params).__name__}; expected a dict"
             )
-        if comment is not None and not isinstance(comment, str):
-            raise ConfigurationError(
-                f"comment {comment!r:.80} is a {type(comment).__name__}; expected a str"
-            )
-        checked_tags = _check_tags(tags or [])
         plain_params = _json.jsonable(dict(params or {}))
         run_uuid = uuid_module.uuid4() if uuid is None else _check_uuid(uuid)
         if started_at is not None and (

@@ -25,13 +25,21 @@ from sqltrack_core._backends.base import check_scheme, mask_password, pin_url, r
 from sqltrack_core._warn import logger as _log
 from sqltrack_core._warn import warn_once
 from sqltrack_core.errors import ConfigurationError, MetricTypeError, NotFoundError, SQLTrackError
-from sqltrack_core.runs import _check_tags
+from sqltrack_core.runs import _check_description
 
-__all__ = ["RunSession", "TracksARun"]
+__all__ = ["RESUME_MODES", "RunSession", "TracksARun", "check_positive"]
 
 _RETRY_FIRST_S, _RETRY_MAX_S = 1.0, 60.0
 MAX_BUFFERED_ROWS = 1_000_000  # metric rows kept in memory while the database is unreachable
 _USER_ERRORS = (MetricTypeError, ConfigurationError, NotFoundError)
+#: what a resume from another run's checkpoint does: a new run linked to it, or go on in it
+RESUME_MODES = ("new", "continue")
+
+
+def check_positive(name: str, value: object) -> None:
+    """Refuse an optional count argument that is not a positive int, naming it."""
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        raise ConfigurationError(f"{name}={value!r} must be a positive int or None")
 
 
 class RunSession:
@@ -43,24 +51,23 @@ class RunSession:
 
     def __init__(
         self,
-        experiment: str,
+        experiment: str | None,
         url: str | os.PathLike[str] | None = None,
         *,
+        default_experiment: str,
         name: str | None = None,
         tags: list[str] | tuple[str, ...] | None = None,
         comment: str | None = None,
+        resume: str = "new",
         run: int | str | uuid_module.UUID | None = None,
         sample_above: int | None = None,
     ) -> None:
-        if not isinstance(experiment, str) or not experiment.strip():
-            raise ConfigurationError(f"experiment {experiment!r} must be a non-empty str")
-        if name is not None and not isinstance(name, str):
+        if experiment is None:
+            experiment = os.environ.get("SQLTRACK_EXPERIMENT") or default_experiment
+        self.tags = _check_description(experiment, name, comment, tags)
+        if resume not in RESUME_MODES:
             raise ConfigurationError(
-                f"run name {name!r} is a {type(name).__name__}; expected a str"
-            )
-        if comment is not None and not isinstance(comment, str):
-            raise ConfigurationError(
-                f"comment {comment!r:.80} is a {type(comment).__name__}; expected a str"
+                f"resume={resume!r} is not one of {', '.join(map(repr, RESUME_MODES))}"
             )
         if run is not None and (
             not isinstance(run, (int, str, uuid_module.UUID)) or isinstance(run, bool)
@@ -68,16 +75,13 @@ class RunSession:
             raise ConfigurationError(
                 f"run {run!r} is a {type(run).__name__}; expected a run id or UUID"
             )
-        if sample_above is not None and (
-            not isinstance(sample_above, int) or isinstance(sample_above, bool) or sample_above < 1
-        ):
-            raise ConfigurationError(f"sample_above={sample_above!r} must be a positive int")
+        check_positive("sample_above", sample_above)
         self.url = pin_url(resolve_url(url))
         check_scheme(self.url)  # a bad URL fails here, not mid-training
         self.experiment = experiment
         self.name = name
-        self.tags = _check_tags(tags or [])
         self.comment = comment
+        self.resume = resume
         self.sample_above = sample_above
         self.uuid = uuid_module.uuid4()
         self._continue: int | str | uuid_module.UUID | None = run
@@ -106,7 +110,7 @@ class RunSession:
         self._stop_retry = threading.Event()
         self._final_status: RunStatus | None = None  # finish() came while offline
 
-    _PICKLED = ("url", "experiment", "name", "tags", "comment", "sample_above", "uuid")
+    _PICKLED = ("url", "experiment", "name", "tags", "comment", "resume", "sample_above", "uuid")
 
     def __getstate__(self) -> dict[str, Any]:
         keep = (*self._PICKLED, "_continue", "_created_at", "_created")
@@ -228,18 +232,22 @@ class RunSession:
             run.finish(target)
             run.tracker.close()  # a later stage, or a reader, connects again
 
-    def switch_to(self, run_uuid: str) -> None:
-        """Log into run `run_uuid` from now on, instead of the run made for this session (which is
-        deleted if nothing was logged into it yet)."""
+    def continue_from(self, token: Mapping[str, Any] | None) -> bool:
+        """On a resume from the checkpoint with `token`: with ``resume="continue"`` and another
+        run's token, log into that run from now on (the run made for this session is deleted if
+        nothing was logged into it yet) and return True; else change nothing, return False."""
+        if token is None or self.resume != "continue" or token["run_uuid"] == str(self.uuid):
+            return False
         with self._lock:
             placeholder, self.run = self.run, None
             if placeholder is not None:
                 placeholder.finish(RunStatus.CANCELLED)
                 if placeholder._next_step == 0:
                     placeholder.tracker.delete_run(placeholder)
-            self._continue = run_uuid
-            self.uuid = uuid_module.UUID(run_uuid)
+            self._continue = token["run_uuid"]
+            self.uuid = uuid_module.UUID(token["run_uuid"])
             self.ensure_run(reopen=True)
+        return True
 
     @contextmanager
     def guard(self, cause: str, *, strict: bool = True) -> Iterator[None]:

@@ -39,7 +39,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from sqltrack_core import RunStatus, _json
-from sqltrack_integrations._session import RunSession, TracksARun
+from sqltrack_integrations._session import RunSession, TracksARun, check_positive
 
 __all__ = ["SQLTrackKerasCallback", "read_keras_token"]
 
@@ -84,21 +84,11 @@ class SQLTrackKerasCallback(TracksARun):
         run: int | str | uuid_module.UUID | None = None,
         sample_above: int | None = None,
     ) -> None:
-        if log_every_n_batches is not None and (
-            not isinstance(log_every_n_batches, int)
-            or isinstance(log_every_n_batches, bool)
-            or log_every_n_batches < 1
-        ):
-            from sqltrack_core.errors import ConfigurationError
-
-            raise ConfigurationError(
-                f"log_every_n_batches={log_every_n_batches!r} must be a positive int or None"
-            )
-        if experiment is None:
-            experiment = os.environ.get("SQLTRACK_EXPERIMENT") or "keras"
+        check_positive("log_every_n_batches", log_every_n_batches)
         self._session = RunSession(
             experiment,
             url,
+            default_experiment="keras",
             name=name,
             tags=tags,
             comment=comment,
@@ -109,7 +99,6 @@ class SQLTrackKerasCallback(TracksARun):
         self.params: dict[str, Any] = {}
         self.model: Any = None
         self._started = False  # the run's starting weights were recorded
-        self._training = False
         self._first_epoch: int | None = None  # of the current fit()
         self._offset = 0  # added to Keras' epoch index so that steps keep growing
         self._last_step = -1
@@ -127,7 +116,6 @@ class SQLTrackKerasCallback(TracksARun):
 
     def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
         """Create the run with its params; wrap the model's save methods."""
-        self._training = True
         self._first_epoch = None
         model = self.model
         session = self._session
@@ -180,7 +168,6 @@ class SQLTrackKerasCallback(TracksARun):
             session.register_checkpoint(None, _weights(model), self._last_step, kind="final")
             _TRAINED[id(model)] = (weakref.ref(model), _iterations(model))
         session.finish(RunStatus.COMPLETED)
-        self._training = False
 
     def _nothing(self, *args: Any, **kwargs: Any) -> None:
         """The other hooks Keras calls."""

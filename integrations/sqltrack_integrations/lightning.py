@@ -48,7 +48,6 @@ _FINAL_STATUS = {
     "failed": RunStatus.FAILED,
     "finished": RunStatus.CANCELLED,
 }
-_RESUME_MODES = ("new", "continue")
 _TOKEN_KEY = "sqltrack"  # where the token lives in a Lightning checkpoint dict
 _UNSAFE_PATH_CHARS = re.compile(r"[^A-Za-z0-9._=+-]+")
 
@@ -95,22 +94,17 @@ class SQLTrackLogger(Logger, TracksARun):
         sample_above: int | None = None,
     ) -> None:
         super().__init__()
-        if resume not in _RESUME_MODES:
-            raise ConfigurationError(
-                f"resume={resume!r} is not one of {', '.join(map(repr, _RESUME_MODES))}"
-            )
-        if experiment is None:
-            experiment = os.environ.get("SQLTRACK_EXPERIMENT") or "lightning_logs"
         self._session = RunSession(
             experiment,
             url,
+            default_experiment="lightning_logs",
             name=name,
             tags=tags,
             comment=comment,
+            resume=resume,
             run=run,
             sample_above=sample_above,
         )
-        self._resume = resume
         self._save_dir = None if save_dir is None else os.fspath(save_dir)
         self._init_process_state()
 
@@ -286,12 +280,7 @@ class SQLTrackLogger(Logger, TracksARun):
             token = None
         session = self._session
         with session.guard("provenance", strict=False):
-            if (
-                token is not None
-                and token["run_uuid"] != str(session.uuid)
-                and self._resume == "continue"
-            ):
-                session.switch_to(token["run_uuid"])
+            if session.continue_from(token):
                 self._fit_started = True  # the continued run recorded its initial weights
                 return
             if self._fit_started:

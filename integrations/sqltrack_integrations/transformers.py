@@ -33,14 +33,12 @@ from typing import Any
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from sqltrack_core import RunStatus, _json, provenance
-from sqltrack_core.errors import ConfigurationError
 from sqltrack_integrations._session import RunSession, TracksARun
 
 __all__ = ["SQLTrackCallback"]
 
 _CONFIG_KEY = "sqltrack"  # model.config attribute that carries the token
 SIDECAR = "sqltrack.json"  # the token file in each checkpoint-N/ folder
-_RESUME_MODES = ("new", "continue")
 _SECRET_HINTS = ("password", "secret", "api_key", "access_key")
 _PLAIN = (bool, int, float, str)
 
@@ -83,22 +81,17 @@ class SQLTrackCallback(TrainerCallback, TracksARun):
         run: int | str | uuid_module.UUID | None = None,
         sample_above: int | None = None,
     ) -> None:
-        if resume not in _RESUME_MODES:
-            raise ConfigurationError(
-                f"resume={resume!r} is not one of {', '.join(map(repr, _RESUME_MODES))}"
-            )
-        if experiment is None:
-            experiment = os.environ.get("SQLTRACK_EXPERIMENT") or "huggingface"
         self._session = RunSession(
             experiment,
             url,
+            default_experiment="huggingface",
             name=name,
             tags=tags,
             comment=comment,
+            resume=resume,
             run=run,
             sample_above=sample_above,
         )
-        self._resume = resume
         self._started = False  # the run's starting weights were recorded
         self._armed: dict[str, Any] | None = None  # the token on model.config, for the next save
         self._ended = False  # on_train_end came, and no train began since
@@ -131,12 +124,7 @@ class SQLTrackCallback(TrainerCallback, TracksARun):
                 session.name = args.run_name
             resumed = state.global_step > 0
             token, path = _resume_token(args, state) if resumed else (None, None)
-            if (
-                token is not None
-                and self._resume == "continue"
-                and token["run_uuid"] != str(session.uuid)
-            ):
-                session.switch_to(token["run_uuid"])
+            if session.continue_from(token):
                 self._started = True  # the continued run recorded its starting weights
             params = _params(args, model)
             session.do("params", lambda run: run.log_params(params))
