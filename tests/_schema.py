@@ -1,8 +1,12 @@
-"""Helpers shared by the test modules: what the schema records about metric columns."""
+"""Helpers shared by the test modules: what the schema records (metric columns, runs rows)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqltrack_core as sqltrack
+
+PLACEHOLDER = {"sqlite": "?", "postgresql": "%s"}
 
 #: family -> (SQLite declared type, PostgreSQL information_schema data_type)
 TABLE_TYPES = {
@@ -38,3 +42,17 @@ def table_columns(tracker: sqltrack.Tracker) -> dict[str, str]:
             "WHERE table_schema = current_schema() AND table_name = 'metrics'"
         )
     return dict(df.itertuples(index=False))
+
+
+def stored(tracker: sqltrack.Tracker, column: str, run_id: int) -> Any:
+    """The raw value of `column` in the runs row of `run_id`."""
+    ph = PLACEHOLDER[tracker.dialect]
+    df = tracker.query(f"SELECT {column} FROM runs WHERE id = {ph}", [run_id])
+    assert len(df) == 1
+    return df.iloc[0, 0]
+
+
+def read_status(tracker: sqltrack.Tracker, run_id: int) -> str:
+    """The status `tracker.runs` reports (stale heartbeat -> crashed)."""
+    df = tracker.runs(where="r.id = ?", args=[run_id])
+    return str(df.loc[0, "status"])

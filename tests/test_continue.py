@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from _schema import PLACEHOLDER, read_status, stored
 
 import sqltrack_core as sqltrack
 from sqltrack_core import (
@@ -25,30 +26,17 @@ from sqltrack_core import (
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
-PLACEHOLDER = {"sqlite": "?", "postgresql": "%s"}
+from _weights import links_of, mlp, pretrain, state, train  # noqa: E402
+
 EPOCH = 1_600_000_000.125  # 2020-09-13, a start well in the past
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-def stored(tracker: sqltrack.Tracker, column: str, run_id: int) -> Any:
-    """The raw value of `column` in the runs row of `run_id`."""
-    ph = PLACEHOLDER[tracker.dialect]
-    df = tracker.query(f"SELECT {column} FROM runs WHERE id = {ph}", [run_id])
-    assert len(df) == 1
-    return df.iloc[0, 0]
 
 
 def stored_json(tracker: sqltrack.Tracker, column: str, run_id: int) -> Any:
     """The JSON column `column` of the runs row of `run_id`, decoded on either backend."""
     value = stored(tracker, column, run_id)
     return json.loads(value) if isinstance(value, str) else value
-
-
-def read_status(tracker: sqltrack.Tracker, run_id: int) -> str:
-    """The status `tracker.runs` reports (stale heartbeat -> crashed)."""
-    df = tracker.runs(where="r.id = ?", args=[run_id])
-    return str(df.loc[0, "status"])
 
 
 def count(tracker: sqltrack.Tracker, sql: str, args: list[Any] | None = None) -> int:
@@ -67,52 +55,6 @@ def epoch(value: Any) -> float:
 def steps_and_values(tracker: sqltrack.Tracker, run_id: int, key: str) -> list[tuple[int, Any]]:
     df = tracker.metrics(run_id)
     return [(int(s), v) for s, v in zip(df["step"], df[key], strict=True)]
-
-
-def mlp(seed: int) -> Any:
-    """A tiny model: a 2-layer backbone (0, 2) and a head (4), initialised from `seed`."""
-    torch.manual_seed(seed)
-    return nn.Sequential(
-        nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 4)
-    )
-
-
-def train(model: Any, seed: int = 99) -> None:
-    """A few real SGD steps on synthetic data."""
-    torch.manual_seed(seed)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    for _ in range(3):
-        loss = model(torch.randn(16, 32)).pow(2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
-
-def state(model: Any) -> dict[str, Any]:
-    """A detached copy of the model's state dict, as a checkpoint file would hold it."""
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def pretrain(tracker: sqltrack.Tracker, tmp_path: Path, seed: int = 0) -> tuple[Any, int, dict]:
-    """A pre-training run: fresh weights, trained, checkpointed. Returns (model, run id, token)."""
-    model = mlp(seed)
-    with tracker.start_run("pretrain") as run:
-        assert run.link_from_weights(model.state_dict()) == []
-        train(model)
-        token = run.register_checkpoint(tmp_path / "base.pt", model.state_dict(), step=3)
-    return model, run.id, token
-
-
-def links_of(tracker: sqltrack.Tracker, run_id: int) -> dict[tuple[str, int], dict[str, Any]]:
-    """The run_links rows from `run_id`: (kind, to_run_id) -> evidence."""
-    ph = PLACEHOLDER[tracker.dialect]
-    df = tracker.query(
-        f"SELECT kind, to_run_id, evidence FROM run_links WHERE from_run_id = {ph}", [run_id]
-    )
-    return {
-        (kind, int(to)): ev if isinstance(ev, dict) else json.loads(ev)
-        for kind, to, ev in df.itertuples(index=False)
-    }
 
 
 # -- start_run(uuid=..., started_at=...) -----------------------------------------------------

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _schema import read_status, stored
 
 import sqltrack_core
 import sqltrack_core as sqltrack
@@ -25,21 +26,6 @@ from sqltrack_core import (
 )
 
 WAIT_S = 30.0  # upper bound for a subprocess or the writer; never a timing assertion
-PLACEHOLDER = {"sqlite": "?", "postgresql": "%s"}
-
-
-def stored(tracker: sqltrack.Tracker, column: str, run_id: int) -> Any:
-    """The raw value of `column` in the runs row of `run_id`."""
-    ph = PLACEHOLDER[tracker.dialect]
-    df = tracker.query(f"SELECT {column} FROM runs WHERE id = {ph}", [run_id])
-    assert len(df) == 1
-    return df.iloc[0, 0]
-
-
-def read_status(tracker: sqltrack.Tracker, run_id: int) -> str:
-    """The status `tracker.runs` reports (stale heartbeat -> crashed)."""
-    df = tracker.runs(where="r.id = ?", args=[run_id])
-    return str(df.loc[0, "status"])
 
 
 def run_row(tracker: sqltrack.Tracker, run_id: int) -> dict[str, Any]:
