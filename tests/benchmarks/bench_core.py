@@ -47,7 +47,6 @@ import os
 import platform
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -58,11 +57,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from _common import DEFAULT_PG_URL, git_revision, with_search_path
+
 import sqltrack_core as sqltrack
 
-DEFAULT_PG_URL = os.environ.get(
-    "SQLTRACK_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
 TRAIN_KEYS = ("train/loss", "train/acc", "lr", "grad_norm")
 VAL_KEYS = ("val/loss", "val/acc")
 COLUMNS = ("train_loss", "train_acc", "lr", "grad_norm", "val_loss", "val_acc")
@@ -155,11 +153,6 @@ def make_workload(runs: int, steps: int, val_every: int, seed: int = 0) -> Workl
 
 
 # -- databases --------------------------------------------------------------------------------
-
-
-def with_search_path(url: str, schema: str) -> str:
-    sep = "&" if "?" in url else "?"
-    return f"{url}{sep}options=-csearch_path%3D{schema}"
 
 
 class Database:
@@ -518,21 +511,6 @@ def run_backend(
 
 def med(results: list[dict[str, float]], key: str) -> float:
     return statistics.median(r[key] for r in results)
-
-
-def git_revision() -> str:
-    root = Path(__file__).resolve().parents[2]
-    try:
-        rev = subprocess.run(
-            ["git", "describe", "--always", "--dirty"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return rev
 
 
 def server_versions(backends: list[str], pg_url: str) -> str:

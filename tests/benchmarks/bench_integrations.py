@@ -72,7 +72,6 @@ import gc
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -90,6 +89,14 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
+from _common import (  # noqa: E402
+    DEFAULT_PG_URL,
+    git_revision,
+    pg_admin,
+    pg_unavailable,
+    pg_version,
+    with_search_path,
+)
 from transformers import (  # noqa: E402
     BertConfig,
     BertForMaskedLM,
@@ -106,9 +113,6 @@ from sqltrack_integrations.transformers import SQLTrackCallback  # noqa: E402
 
 transformers.logging.set_verbosity_error()
 
-DEFAULT_PG_URL = os.environ.get(
-    "SQLTRACK_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
 TARGET_PCT = 3.0  # each sqltrack configuration at most this much slower than the baseline
 
 
@@ -373,26 +377,6 @@ class KerasSuite(Suite):
 # -- PostgreSQL -------------------------------------------------------------------------------
 
 
-def with_search_path(url: str, schema: str) -> str:
-    sep = "&" if "?" in url else "?"
-    return f"{url}{sep}options=-csearch_path%3D{schema}"
-
-
-def pg_admin(pg_url: str, sql: str) -> None:
-    import psycopg
-
-    with psycopg.connect(pg_url, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(sql.encode())
-
-
-def pg_unavailable(pg_url: str) -> str | None:
-    try:
-        pg_admin(pg_url, "SELECT 1")
-    except Exception as exc:
-        return f"{type(exc).__name__}: {exc}".strip()
-    return None
-
-
 # -- one measurement --------------------------------------------------------------------------
 
 
@@ -458,28 +442,6 @@ def run_suite(suite: Suite, tmp: Path, repeat: int) -> None:
 
 
 # -- report -----------------------------------------------------------------------------------
-
-
-def git_revision() -> str:
-    root = Path(__file__).resolve().parents[2]
-    try:
-        return subprocess.run(
-            ["git", "describe", "--always", "--dirty"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def pg_version(pg_url: str) -> str:
-    import psycopg
-
-    with psycopg.connect(pg_url) as conn:
-        (version,) = conn.execute("SELECT current_setting('server_version')").fetchone()  # type: ignore[misc]
-    return f"PostgreSQL {version} (psycopg {psycopg.__version__})"
 
 
 def preamble(args: argparse.Namespace, pg_note: str, total_s: float) -> list[str]:

@@ -56,7 +56,6 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -71,6 +70,14 @@ from typing import Any
 warnings.filterwarnings("ignore")
 
 import torch  # noqa: E402
+from _common import (  # noqa: E402
+    DEFAULT_PG_URL,
+    git_revision,
+    pg_admin,
+    pg_unavailable,
+    pg_version,
+    with_search_path,
+)
 from lightning.pytorch import LightningModule, Trainer  # noqa: E402
 from lightning.pytorch import __version__ as lightning_version  # noqa: E402
 from lightning.pytorch.loggers import CSVLogger  # noqa: E402
@@ -86,9 +93,6 @@ from sqltrack_integrations.lightning import SQLTrackLogger  # noqa: E402
 for _name in ("lightning", "lightning.pytorch", "lightning.fabric"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
-DEFAULT_PG_URL = os.environ.get(
-    "SQLTRACK_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
 EXPERIMENT = "bench-lightning"
 TARGET_PCT = 3.0  # SQLTrackLogger at most this much slower than CSVLogger
 
@@ -154,26 +158,6 @@ class Loop:
 
 
 # -- configurations ---------------------------------------------------------------------------
-
-
-def with_search_path(url: str, schema: str) -> str:
-    sep = "&" if "?" in url else "?"
-    return f"{url}{sep}options=-csearch_path%3D{schema}"
-
-
-def pg_admin(pg_url: str, sql: str) -> None:
-    import psycopg
-
-    with psycopg.connect(pg_url, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(sql.encode())
-
-
-def pg_unavailable(pg_url: str) -> str | None:
-    try:
-        pg_admin(pg_url, "SELECT 1")
-    except Exception as exc:
-        return f"{type(exc).__name__}: {exc}".strip()
-    return None
 
 
 @dataclass
@@ -297,28 +281,6 @@ def check_recorded(config: Config, logger: Any, loop: Loop) -> None:
 
 
 # -- report -----------------------------------------------------------------------------------
-
-
-def git_revision() -> str:
-    root = Path(__file__).resolve().parents[2]
-    try:
-        return subprocess.run(
-            ["git", "describe", "--always", "--dirty"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def pg_version(pg_url: str) -> str:
-    import psycopg
-
-    with psycopg.connect(pg_url) as conn:
-        (version,) = conn.execute("SELECT current_setting('server_version')").fetchone()  # type: ignore[misc]
-    return f"PostgreSQL {version} (psycopg {psycopg.__version__})"
 
 
 def report(

@@ -79,13 +79,12 @@ warnings.filterwarnings("ignore")  # MLflow's and its dependencies' import-time 
 
 import mlflow  # noqa: E402
 import sqlalchemy  # noqa: E402
+from _common import DEFAULT_PG_URL, git_revision, pg_admin  # noqa: E402
 from bench_core import (  # noqa: E402
-    DEFAULT_PG_URL,
     TRAIN_KEYS,
     VAL_KEYS,
     Workload,
     fresh,
-    git_revision,
     make_workload,
     percentile,
 )
@@ -109,13 +108,6 @@ def fail(message: str) -> None:
 
 
 # -- MLflow stores ----------------------------------------------------------------------------
-
-
-def pg_admin(pg_url: str, sql: str) -> None:
-    import psycopg
-
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(sql.encode())
 
 
 def pg_database_url(pg_url: str, database: str) -> str:
