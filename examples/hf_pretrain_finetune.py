@@ -95,6 +95,20 @@ def quiet(trainer: Trainer) -> Trainer:
     return trainer
 
 
+def classifier(root: Path, callbacks: list[TrainerCallback]) -> Trainer:
+    """The fine-tuning job: the pre-trained folder under a new 3-class head."""
+    model = BertForSequenceClassification.from_pretrained(root / "tiny-bert", num_labels=3)
+    return quiet(
+        Trainer(
+            model=model,
+            args=arguments(root / "finetune", epochs=4),
+            train_dataset=Tokens("classify", seed=2),
+            eval_dataset=Tokens("classify", n=64, seed=3),
+            callbacks=callbacks,
+        )
+    )
+
+
 def main() -> None:
     warnings.filterwarnings("ignore")
     hf_logging.set_verbosity_error()
@@ -126,30 +140,14 @@ def main() -> None:
 
     # 2. Fine-tune for classification from that folder (a new head); the job hits its time limit.
     finetune = SQLTrackCallback("example-hf-finetune", name="classifier")
-    model = BertForSequenceClassification.from_pretrained(root / "tiny-bert", num_labels=3)
-    quiet(
-        Trainer(
-            model=model,
-            args=arguments(root / "finetune", epochs=4),
-            train_dataset=Tokens("classify", seed=2),
-            eval_dataset=Tokens("classify", n=64, seed=3),
-            callbacks=[finetune, WallTimeLimit(steps=20)],
-        )
-    ).train()
+    classifier(root, [finetune, WallTimeLimit(steps=20)]).train()
     print("fine-tune stopped at its time limit, step 20")
 
     # 3. The next job resumes from the last checkpoint: a new run, linked to the one it resumes.
     resumed = SQLTrackCallback("example-hf-finetune", name="classifier (resumed)")
-    model = BertForSequenceClassification.from_pretrained(root / "tiny-bert", num_labels=3)
-    quiet(
-        Trainer(
-            model=model,
-            args=arguments(root / "finetune", epochs=4),
-            train_dataset=Tokens("classify", seed=2),
-            eval_dataset=Tokens("classify", n=64, seed=3),
-            callbacks=[resumed],
-        )
-    ).train(resume_from_checkpoint=str(root / "finetune" / "checkpoint-20"))
+    classifier(root, [resumed]).train(
+        resume_from_checkpoint=str(root / "finetune" / "checkpoint-20")
+    )
 
     with sqltrack.connect() as tracker:
         print_lineage(tracker, resumed.run_uuid)
