@@ -15,7 +15,8 @@ steps: 200,000 rows, ~804k values), so 100 x W is 20,000 runs and 20M rows. It p
   "one run's history" (``tracker.metrics(run_id)`` vs ``SELECT * FROM metrics WHERE run_id =
   %s ORDER BY step``), with each figure's growth over the previous scale.
 
-How the data gets there (logging 80M values through the client would take hours):
+How the data gets there (logging 100 x W's 80M values through the client would take tens of
+minutes more, mostly in this process):
 
 - the schema is made by ``sqltrack_core.connect(url)``; W's 200 runs are made through the
   public API (``tracker.start_run(...)``, then ``finish()``), and one row of the six metrics is
