@@ -55,6 +55,7 @@ class ColumnRegistry:
         self._lock = threading.Lock()
         # key -> (column name, family); a None entry means "over budget: goes to extra"
         self._columns: dict[str, tuple[str, Family | None] | None] = {}
+        self._sql_types: dict[str, str] = {}  # key -> SQL type, as metric_columns records it
 
     def known(self, key: str) -> bool:
         """Whether `key` is resolved: it has a column, or overflows to ``extra``."""
@@ -64,11 +65,16 @@ class ColumnRegistry:
         """Return the column and family of a resolved `key`; None if it goes to ``extra``."""
         return self._columns.get(key)
 
+    def sql_type(self, key: str) -> str | None:
+        """Return the recorded SQL type of a resolved `key`'s column (None if it has none)."""
+        return self._sql_types.get(key)
+
     def _load(self, backend: Backend) -> dict[str, tuple[str, str]]:
         _, rows = backend.fetchall("SELECT key, column_name, sql_type FROM metric_columns")
         known = {key: (name, sql_type) for key, name, sql_type in rows}
         for key, (name, sql_type) in known.items():
             self._columns[key] = (name, family_of_sql_type(sql_type))
+            self._sql_types[key] = sql_type
         return known
 
     def refresh(self, backend: Backend) -> None:
@@ -113,6 +119,7 @@ class ColumnRegistry:
                     claimed.add(name)
                     count += 1
                     self._columns[key] = (name, family_of_sql_type(sql_type))
+                    self._sql_types[key] = sql_type
 
     def widen(self, backend: Backend, key: str) -> None:
         """Turn the int column of `key` into a float column (a fractional value arrived)."""
@@ -128,6 +135,7 @@ class ColumnRegistry:
                 backend.sql("UPDATE metric_columns SET sql_type = ? WHERE key = ?"), (sql_type, key)
             )
             self._columns[key] = (name, "float")
+            self._sql_types[key] = sql_type
 
 
 class Operation:
@@ -183,7 +191,8 @@ class MetricWriter:
         self._start_lock = threading.Lock()
         self._stopping = False
         self._failures = 0
-        self._last_write = time.monotonic()
+        self._last_beat = time.monotonic()  # the run was made (or reopened) beating now
+        self._max_written: int | None = None  # the highest step this writer has written
 
     # -- caller side -------------------------------------------------------------------------
 
@@ -291,18 +300,22 @@ class MetricWriter:
 
     def _flush_once(self) -> None:
         self._drain()
-        heartbeat_due = time.monotonic() - self._last_write >= self.heartbeat_interval
+        now = time.monotonic()
+        heartbeat_due = now - self._last_beat >= self.heartbeat_interval
         if not (self._pending or self._ops or self._markers or heartbeat_due):
             return
         try:
             backend = self._connection()
             if self._pending:
+                # A batch beats only when a beat is due: the UPDATE of runs costs a statement
+                # (a round trip on PostgreSQL) per batch otherwise.
+                beat = time.time() if heartbeat_due else None
                 try:
-                    self._write_pending(backend)
+                    self._write_pending(backend, beat)
                 except DatabaseError as exc:
                     if backend.is_disconnect(exc):
                         raise
-                    self._write_row_by_row(backend, exc)
+                    self._write_row_by_row(backend, exc, beat)
             elif heartbeat_due:
                 backend.execute(
                     backend.sql("UPDATE runs SET heartbeat_at = ? WHERE id = ?"),
@@ -317,7 +330,8 @@ class MetricWriter:
         if self._failures:
             logger.warning("sqltrack: database is back; run %s is written again", self.label)
         self._failures = 0
-        self._last_write = time.monotonic()
+        if heartbeat_due:
+            self._last_beat = now
         for marker in self._markers:
             marker.done.set()
         self._markers.clear()
@@ -355,7 +369,7 @@ class MetricWriter:
 
     # -- building batches --------------------------------------------------------------------
 
-    def _write_pending(self, backend: Backend) -> None:
+    def _write_pending(self, backend: Backend, heartbeat: float | None) -> None:
         registry = self._registry
         steps = sorted(self._pending)
         rows = [self._pending[s] for s in steps]
@@ -384,7 +398,15 @@ class MetricWriter:
 
         ordered = [(key, family) for key, (_, family) in keys.items()]
         overflow = len(keys) < len(present)  # some keys have no column: their values go to extra
-        batch = MetricBatch(self.run_id, list(keys.values()))
+        # Steps past the last one written here (or a first batch) most likely need no merge:
+        # PostgreSQL then COPYs them at once, and merges only if the database refuses that.
+        fresh = self._max_written is None or steps[0] > self._max_written
+        batch = MetricBatch(
+            self.run_id,
+            list(keys.values()),
+            sql_types=[registry.sql_type(key) for key in keys],
+            fresh=fresh,
+        )
         append = batch.rows.append
         for step, (logged_at, values) in zip(steps, rows, strict=False):
             extra: dict[str, Any] | None = None
@@ -415,10 +437,14 @@ class MetricWriter:
                         extra[key] = value
             out.append(None if extra is None else _json.dumps(_extra_json(extra)))
             append(tuple(out))
-        backend.write_metrics(batch, heartbeat=time.time())
+        backend.write_metrics(batch, heartbeat)
         self._pending.clear()
+        if self._max_written is None or steps[-1] > self._max_written:
+            self._max_written = steps[-1]
 
-    def _write_row_by_row(self, backend: Backend, error: DatabaseError) -> None:
+    def _write_row_by_row(
+        self, backend: Backend, error: DatabaseError, heartbeat: float | None
+    ) -> None:
         """A batch the database refused (e.g. a user-typed column): isolate the bad steps.
 
         Each step is retried alone; a step refused again is written with all its values in
@@ -436,14 +462,14 @@ class MetricWriter:
             for step, row in sorted(pending.items()):
                 self._pending = {step: row}
                 try:
-                    self._write_pending(backend)
+                    self._write_pending(backend, heartbeat)
                 except DatabaseError as exc:
                     if backend.is_disconnect(exc):
                         raise
                     logged_at, values = row
                     batch = MetricBatch(self.run_id, [])
                     batch.rows.append((step, logged_at, _json.dumps(_extra_json(values))))
-                    backend.write_metrics(batch, heartbeat=time.time())
+                    backend.write_metrics(batch, heartbeat)
                 del pending[step]
         finally:
             pending.update(self._pending)

@@ -115,6 +115,25 @@ def test_widened_column_keeps_earlier_runs(tracker: sqltrack.Tracker) -> None:
     assert metric_columns(tracker)["x"][1] == FLOAT_TYPE[tracker.dialect]
 
 
+def test_int_written_after_another_process_widened_the_column(
+    tracker: sqltrack.Tracker, db_url: str
+) -> None:
+    """Verify that an int logged through a registry that still thinks its column is BIGINT is
+    stored as its value after another process widened the column to a float type."""
+    with tracker.start_run("widen") as first:
+        first.log({"x": 7, "y": 0.5}, step=0)
+    with sqltrack.connect(db_url) as other:  # its own registry, as in another process
+        with other.start_run("widen") as widening:
+            widening.log({"x": 0.25}, step=0)
+        assert metric_columns(other)["x"][1] == FLOAT_TYPE[other.dialect]
+    with tracker.start_run("widen") as stale:  # this tracker's registry still says int
+        stale.log({"x": 3, "y": 1.5}, step=0)
+        stale.log({"x": -2, "y": 2.5}, step=1)
+    df = tracker.metrics([first.id, widening.id, stale.id])
+    assert list(df["x"]) == [7.0, 0.25, 3.0, -2.0]  # binary COPY once stored 1.5e-323, NaN
+    assert list(df["y"].fillna(-1.0)) == [0.5, -1.0, 1.5, 2.5]
+
+
 # -- values that do not fit their column ------------------------------------------------------
 
 MISFITS = [

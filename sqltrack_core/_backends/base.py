@@ -25,12 +25,17 @@ class MetricBatch:
     """Rows for one run, ready to write: one tuple per step, all with the same columns.
 
     Each row is ``(step, logged_at, value_1, ..., value_n, extra)`` where values line up with
-    `columns`, `logged_at` is a Unix time and `extra` is JSON text or None.
+    `columns`, `logged_at` is a Unix time and `extra` is JSON text or None. `fresh` says no step
+    was written before by this writer, or every step is past the last one it wrote: the rows
+    most likely only add steps (a backend may try a plain insert first, and must still merge
+    the steps the run already has).
     """
 
     run_id: int
     columns: list[tuple[str, Family | None]]
     rows: list[tuple[Any, ...]] = field(default_factory=list)
+    sql_types: list[str | None] = field(default_factory=list)  # per column, as recorded
+    fresh: bool = False
 
 
 class Backend(Protocol):
@@ -86,8 +91,11 @@ class Backend(Protocol):
         """Change a metric column's type so it also stores floats (inside an exclusive transaction)."""
         ...
 
-    def write_metrics(self, batch: MetricBatch, heartbeat: float) -> None:
-        """Upsert a batch in one transaction, merging into existing steps, and beat the heartbeat."""
+    def write_metrics(self, batch: MetricBatch, heartbeat: float | None) -> None:
+        """Upsert a batch in one transaction, merging into existing steps.
+
+        With a `heartbeat` (Unix time), the same transaction sets the run's ``heartbeat_at``.
+        """
         ...
 
     def apply_script(self, script: str) -> None:

@@ -169,34 +169,51 @@ class PostgresBackend:
         )
         return {name: sql_type for name, sql_type in rows}
 
-    def write_metrics(self, batch: MetricBatch, heartbeat: float) -> None:
-        try:
-            self._write_metrics(batch, heartbeat, direct=True)
-        except DatabaseError as exc:
-            if not isinstance(exc.__cause__, self._psycopg.errors.UniqueViolation):
-                raise
-            # another connection stored one of these steps meanwhile: merge through the upsert
-            self._write_metrics(batch, heartbeat, direct=False)
-
-    def _write_metrics(self, batch: MetricBatch, heartbeat: float, *, direct: bool) -> None:
+    def write_metrics(self, batch: MetricBatch, heartbeat: float | None) -> None:
         from psycopg import sql
 
         names = [sql.Identifier(name) for name, _ in batch.columns]
         values = sql.SQL(", ").join([*names, sql.Identifier("extra")])
+        with self._lock:
+            if batch.fresh and batch.rows:
+                # A lone COPY in autocommit mode is its own transaction: one round trip instead
+                # of BEGIN, COPY and COMMIT. A step stored already makes it fail as a whole.
+                try:
+                    with self._errors(), self.conn.cursor() as cursor:
+                        self._copy_new_steps(cursor, batch, values)
+                except DatabaseError as exc:
+                    if not isinstance(exc.__cause__, self._psycopg.errors.UniqueViolation):
+                        raise
+                    self._merge(batch, heartbeat, names, values)
+                    return
+                if heartbeat is not None:
+                    self._beat(self.conn.cursor(), batch.run_id, heartbeat)
+                return
+            self._merge(batch, heartbeat, names, values)
+
+    def _merge(
+        self, batch: MetricBatch, heartbeat: float | None, names: list[Any], values: Any
+    ) -> None:
+        """Write `batch` in one transaction, merging the steps the run already has."""
         with self.transaction(), self._errors():
             cursor = self.conn.cursor()
-            if direct and batch.rows:
+            latest = None
+            if batch.rows:
                 cursor.execute("SELECT max(step) FROM metrics WHERE run_id = %s", (batch.run_id,))
                 row = cursor.fetchone()
                 latest = row[0] if row else None
-                direct = latest is None or min(r[0] for r in batch.rows) > latest
-            if direct:  # only new steps: nothing to merge, COPY straight into metrics
-                self._copy_new_steps(cursor, batch, values)
+            if latest is None or min(r[0] for r in batch.rows) > latest:
+                self._copy_new_steps(cursor, batch, values)  # nothing to merge after all
             else:
                 self._upsert(cursor, batch, names, values)
+            if heartbeat is not None:
+                self._beat(cursor, batch.run_id, heartbeat)
+
+    def _beat(self, cursor: Any, run_id: int, heartbeat: float) -> None:
+        with self._errors():
             cursor.execute(
                 "UPDATE runs SET heartbeat_at = %s WHERE id = %s",
-                (self.timestamp(heartbeat), batch.run_id),
+                (self.timestamp(heartbeat), run_id),
             )
 
     def _copy_new_steps(self, cursor: Any, batch: MetricBatch, values: Any) -> None:
@@ -308,14 +325,21 @@ class PostgresBackend:
 _ABANDONED: list[Any] = []
 
 #: family -> the type binary COPY sends (JSON and user-typed columns go as text COPY)
-_BINARY_TYPES = {"float": "float8", "int": "int8", "bool": "bool", "text": "text"}
+# Binary COPY sends each value in the wire format of the type named here, which the server
+# reads as the column's own type without checking: so only for columns whose recorded type is
+# exactly one of these. Not BIGINT: another process may have widened it to DOUBLE PRECISION
+# since, and an int8 read as a float8 is a wrong number, silently. User-declared types
+# (NUMERIC, REAL, ...) go as text, which the server parses into whatever the column is.
+_BINARY_TYPES = {"double precision": "float8", "boolean": "bool", "text": "text"}
 _PG_EPOCH = 946_684_800.0  # 2000-01-01T00:00:00Z, where PostgreSQL's timestamps count from
 
 
 def _binary_types(batch: MetricBatch) -> list[str] | None:
-    """The binary COPY types of `batch`'s columns, or None if it needs text COPY: a column
-    without a plain family, or a row with ``extra`` JSON."""
-    types = [_BINARY_TYPES.get(family or "") for _, family in batch.columns]
+    """The binary COPY types of `batch`'s columns, or None if it needs text COPY: a column of
+    another type (see `_BINARY_TYPES`), or a row with ``extra`` JSON."""
+    if len(batch.sql_types) != len(batch.columns):
+        return None
+    types = [_BINARY_TYPES.get((sql_type or "").lower()) for sql_type in batch.sql_types]
     if None in types or any(row[-1] is not None for row in batch.rows):
         return None
     return types  # type: ignore[return-value]  # no None left

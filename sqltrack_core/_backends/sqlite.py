@@ -208,7 +208,7 @@ class SQLiteBackend:
         # so only the bookkeeping in metric_columns changes.
         return None
 
-    def write_metrics(self, batch: MetricBatch, heartbeat: float) -> None:
+    def write_metrics(self, batch: MetricBatch, heartbeat: float | None) -> None:
         names = [self.quote(name) for name, _ in batch.columns]
         columns = ", ".join(["run_id", "step", "logged_at", *names, "extra"])
         run_id = int(batch.run_id)  # a literal, so that the batch's rows are bound as they are
@@ -232,10 +232,11 @@ class SQLiteBackend:
         with self.transaction():
             try:
                 self.conn.executemany(statement, rows)
-                self.conn.execute(
-                    "UPDATE runs SET heartbeat_at = ? WHERE id = ?",
-                    (_timestamp_text(heartbeat), run_id),
-                )
+                if heartbeat is not None:
+                    self.conn.execute(
+                        "UPDATE runs SET heartbeat_at = ? WHERE id = ?",
+                        (_timestamp_text(heartbeat), run_id),
+                    )
             except sqlite3.Error as exc:
                 raise _translate(exc, self.path) from exc
 
