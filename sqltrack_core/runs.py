@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 __all__ = ["Run", "RunStatus"]
 
 _MIN_INT64, _MAX_INT64 = -(2**63), 2**63 - 1
+#: Value types `log` stores as they are (anything else goes through `_convert`).
+_PLAIN_TYPES = frozenset((float, int, bool, str, type(None)))
 _TOKEN_LINK_KINDS = ("resumed_from", "finetuned_from")
 
 
@@ -53,7 +55,7 @@ class RunStatus(str, enum.Enum):
 
 
 def _convert(key: Any, value: Any) -> Any:
-    """Slow path of `Run.log`: validate the key and convert anything but a plain scalar."""
+    """Slow path of `Run.log`: validate the key and convert the value (plain ones stay)."""
     if not isinstance(key, str) or not key:
         raise MetricTypeError(
             f"metric key {key!r} is a {type(key).__name__}; expected a non-empty str"
@@ -157,22 +159,16 @@ class Run:
         """
         if self._status is not RunStatus.RUNNING:
             raise RunStateError(f"run {self.id} is {self._status.value}; log() needs a running run")
-        if not isinstance(metrics, Mapping):
+        if type(metrics) is not dict and not isinstance(metrics, Mapping):
             raise MetricTypeError(
                 f"metrics {metrics!r:.80} is a {type(metrics).__name__}; expected a dict "
                 "such as {'train/loss': 0.25}"
             )
-        values = {}
-        for key, value in metrics.items():
-            kind = type(value)
-            if (
-                type(key) is str
-                and key
-                and (kind is float or kind is int or kind is bool or kind is str or value is None)
-            ):
-                values[key] = value
-            else:
-                values[key] = _convert(key, value)
+        values = dict(metrics)  # a copy: the caller may change its dict after this returns
+        for key, value in values.items():
+            if type(key) is not str or not key or type(value) not in _PLAIN_TYPES:
+                values = {k: _convert(k, v) for k, v in metrics.items()}
+                break
         if step is None:
             step = self._next_step
         elif type(step) is not int or not _MIN_INT64 <= step <= _MAX_INT64:
