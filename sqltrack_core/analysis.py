@@ -170,7 +170,7 @@ def _times(df: pd.DataFrame) -> None:
 
     for column in _TIME_COLUMNS:
         if column in df.columns:
-            df[column] = pd.to_datetime(df[column], utc=True, format="ISO8601")
+            df[column] = pd.to_datetime(df[column], utc=True, format="ISO8601", cache=False)
 
 
 def runs(
@@ -276,57 +276,124 @@ def metrics(
     is shown with a trailing underscore (``step_``), as `sanitize` does for reserved words.
     """
     _require_pandas()
+    import numpy as np
     import pandas as pd
 
     b = tracker.backend
     ids = _run_ids(run_ids)
     columns = metric_columns(b)
-    wanted = list(columns) if keys is None else list(dict.fromkeys(keys))
-    selected = [(k, columns[k]) for k in wanted if k in columns]
+    wanted = None if keys is None else list(dict.fromkeys(keys))
     if not ids:
-        empty_frame: pd.DataFrame = pd.DataFrame(columns=[*_FRAME_COLUMNS, *_labels(wanted)])
+        labels = _labels(list(columns) if wanted is None else wanted)
+        empty_frame: pd.DataFrame = pd.DataFrame(columns=[*_FRAME_COLUMNS, *labels])
         return empty_frame
+    selected = [(k, columns[k]) for k in (columns if wanted is None else wanted) if k in columns]
     marks = ", ".join("?" for _ in ids)
     select = ", ".join(
-        ["run_id", "step", "logged_at", *(b.quote(c[0]) for _, c in selected), "extra"]
+        ["run_id", "step", _LOGGED_AT[b.dialect][0], *(b.quote(c[0]) for _, c in selected), "extra"]
     )
     _names, rows = b.fetchall(
         b.sql(f"SELECT {select} FROM metrics WHERE run_id IN ({marks}) ORDER BY run_id, step"),
         ids,
     )
-    # Columns are built from the raw rows: letting pandas infer them first would turn a missing
-    # int into a float64 NaN (rounding big ints), a missing bool into True, a NaN into "missing".
-    stored = {
-        key: [_decode(row[position], family, b.dialect) for row in rows]
-        for position, (key, (_, family)) in enumerate(selected, start=3)
+    # One tuple per column (zip runs in C); an empty result still has every column.
+    raw: list[tuple[Any, ...]] = list(zip(*rows, strict=True)) or [()] * (len(selected) + 4)
+    size = len(rows)
+    stored = {key: raw[position] for position, (key, _) in enumerate(selected, start=3)}
+    # Columns go in as arrays, so that the frame has no indexes to align; they are built
+    # from the raw values (pandas inferring first would turn a missing int into a float64
+    # NaN, rounding big ints, a missing bool into True, and a NaN into "missing").
+    arrays = {
+        key: _column_array(values, columns[key][1], b.dialect) for key, values in stored.items()
     }
     extras: dict[str, list[Any]] = {}
-    for position, row in enumerate(rows):
-        if row[-1] is None:
-            continue
-        for key, value in _json.decode(row[-1]).items():
-            if keys is not None and key not in wanted:
+    if raw[-1].count(None) < size:
+        for position, extra in enumerate(raw[-1]):
+            if extra is None:
                 continue
-            extras.setdefault(key, [None] * len(rows))[position] = value
-    if keys is None:  # keep only metrics these runs logged
-        shown = [k for k, _ in selected if k in extras or any(v is not None for v in stored[k])]
+            for key, value in _json.decode(extra).items():
+                if wanted is not None and key not in wanted:
+                    continue
+                extras.setdefault(key, [None] * size)[position] = value
+    if wanted is None:  # keep only metrics these runs logged
+        shown = [k for k in stored if k in extras or arrays[k] is not None]
         shown += [k for k in extras if k not in stored]
     else:
         shown = wanted
-    data: dict[str, Any] = {name: [row[i] for row in rows] for i, name in enumerate(_FRAME_COLUMNS)}
+    data: dict[str, Any] = {
+        "run_id": np.fromiter(raw[0], dtype=np.int64, count=size),
+        "step": np.fromiter(raw[1], dtype=np.int64, count=size),
+        "logged_at": _logged_at(raw[2], b.dialect),
+    }
     for key, label in zip(shown, _labels(shown), strict=True):
         values = stored.get(key)
         extra = extras.get(key)
         if values is None:  # no column: only in extra, or not logged at all
-            data[label] = pd.Series(extra or [None] * len(rows), dtype=object)
+            data[label] = pd.Series(extra or [None] * size, dtype=object)
         elif extra is not None:  # a key with a column whose value did not fit it at some steps
-            merged = [e if v is None else v for v, e in zip(values, extra, strict=True)]
+            family = columns[key][1]
+            merged = [
+                e if v is None else _decode(v, family, b.dialect)
+                for v, e in zip(values, extra, strict=True)
+            ]
             data[label] = pd.Series(merged, dtype=object)
         else:
-            data[label] = pd.Series(values, dtype=_DTYPES.get(columns[key][1] or ""))
-    df: pd.DataFrame = pd.DataFrame(data, columns=[*_FRAME_COLUMNS, *_labels(shown)])
-    _times(df)
+            array = arrays[key]
+            if array is None:  # asked for by key, never logged by these runs
+                array = _column_array(values, columns[key][1], b.dialect, empty=True)
+            data[label] = array
+    df: pd.DataFrame = pd.DataFrame(data, copy=False)  # columns in insertion order
     return df
+
+
+#: How `metrics` selects ``logged_at``, and the unit of the integer it gets: time since the
+#: epoch, which numpy reads as datetimes at once, where psycopg would build a datetime and
+#: pandas parse a text per row. SQLite's julianday() holds whole milliseconds (the precision
+#: of its ISO-8601 text), so rounding gives them back exactly.
+_LOGGED_AT: dict[str, tuple[str, str]] = {
+    "sqlite": (
+        "CAST(round((julianday(logged_at) - 2440587.5) * 86400000.0) AS INTEGER)",
+        "datetime64[ms]",
+    ),
+    "postgresql": ("(extract(epoch FROM logged_at) * 1000000)::int8", "datetime64[us]"),
+}
+
+
+def _logged_at(values: tuple[Any, ...], dialect: str) -> Any:
+    """``logged_at`` as timezone-aware datetimes (UTC, microseconds) from `_LOGGED_AT` integers."""
+    import numpy as np
+    import pandas as pd
+
+    stamps = np.fromiter(values, dtype=np.int64, count=len(values)).view(_LOGGED_AT[dialect][1])
+    return pd.DatetimeIndex(stamps.astype("datetime64[us]")).tz_localize("UTC").array
+
+
+def _column_array(
+    values: tuple[Any, ...], family: Family | None, dialect: str, *, empty: bool = False
+) -> Any:
+    """A metric column as an array of its family's dtype; None if every value is missing.
+
+    `empty` returns the array of a column of missing values instead of None.
+    """
+    import numpy as np
+    import pandas as pd
+
+    if family == "float":
+        # float() of each value, as `_decode` does (SQLite's 'NaN' text and PostgreSQL's
+        # Decimal of a NUMERIC column become floats), and None -> NaN
+        floats = np.fromiter(values, dtype=np.float64, count=len(values))
+        if empty or not np.isnan(floats).all() or values.count(None) < len(values):
+            return floats
+        return None
+    if not empty and values.count(None) == len(values):
+        return None
+    if family == "int":
+        return pd.array(values, dtype="Int64")
+    if family == "bool" and {type(v) for v in values} <= {bool, type(None)}:
+        return pd.array(values, dtype="boolean")
+    decoded = [_decode(v, family, dialect) for v in values]
+    # text and unknown types: a Series infers the dtype (str for text) as before
+    return pd.Series(decoded, dtype=_DTYPES.get(family or "")).array
 
 
 _FRAME_COLUMNS = ("run_id", "step", "logged_at")
