@@ -99,9 +99,30 @@ if click is not None:
             return item()
         return str(value)
 
+    def _iso_times(df: pd.DataFrame) -> pd.DataFrame:
+        """`df` with its timezone-aware datetime columns as ISO-8601 UTC text (NaT as empty).
+
+        What `--format json` and SQLite write too; and numpy formats a column at once, where
+        to_csv formats each Timestamp in Python (two thirds of a 1,000-step CSV's time).
+        """
+        import numpy as np
+        import pandas as pd
+
+        times = {c: t for c, t in df.dtypes.items() if isinstance(t, pd.DatetimeTZDtype)}
+        if not times:
+            return df
+        df = df.copy(deep=False)
+        for column, dtype in times.items():
+            # a tz-aware column converts to UTC datetime64 of its own unit
+            stamps = df[column].to_numpy(dtype=f"datetime64[{dtype.unit}]")
+            text = np.datetime_as_string(stamps, timezone="UTC")
+            text[np.isnat(stamps)] = ""
+            df[column] = text
+        return df
+
     def _emit(df: pd.DataFrame, fmt: str, title: str | None = None) -> None:
         if fmt == "csv":
-            click.echo(df.to_csv(index=False), nl=False)
+            click.echo(_iso_times(df).to_csv(index=False), nl=False)
             return
         if fmt == "json":
             click.echo(

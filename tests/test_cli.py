@@ -7,6 +7,8 @@ import io
 import json
 import subprocess
 import sys
+import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -171,6 +173,26 @@ def test_metrics(tracker: sqltrack.Tracker, db_url: str) -> None:
     assert [int(r["step"]) for r in rows] == [0, 1, 2]
     assert [float(r["val/acc"]) for r in rows] == HISTORIES["alpha"]
     assert "train/loss" not in rows[0]
+
+
+def test_csv_times_are_iso_utc(tracker: sqltrack.Tracker, db_url: str) -> None:
+    """Verify that CSV output writes times as ISO-8601 UTC text, and a missing time as empty."""
+    run = log_runs(tracker)["alpha"]
+    running = tracker.start_run("mnist", name="open")
+    rows = list(
+        csv.DictReader(
+            io.StringIO(invoke("metrics", "--url", db_url, str(run.id), "--format", "csv").stdout)
+        )
+    )
+    stamps = [datetime.fromisoformat(r["logged_at"]) for r in rows]
+    assert all(r["logged_at"].endswith("Z") and "T" in r["logged_at"] for r in rows)
+    assert all(s.utcoffset() == timedelta(0) for s in stamps)
+    assert abs(stamps[0].timestamp() - time.time()) < 600
+    listed = invoke("runs", "--url", db_url, "--format", "csv")
+    by_name = {r["name"]: r for r in csv.DictReader(io.StringIO(listed.stdout))}
+    assert by_name["open"]["ended_at"] == ""
+    assert by_name["alpha"]["ended_at"].endswith("Z")
+    running.finish()
 
 
 def test_metrics_table(tracker: sqltrack.Tracker, db_url: str) -> None:
