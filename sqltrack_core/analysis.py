@@ -288,18 +288,23 @@ def metrics(
         empty_frame: pd.DataFrame = pd.DataFrame(columns=[*_FRAME_COLUMNS, *labels])
         return empty_frame
     selected = [(k, columns[k]) for k in (columns if wanted is None else wanted) if k in columns]
+    # one run's history (the common case) leaves out run_id: it is known, and every fetched
+    # column costs a Python object per row
+    fixed = ["step", _LOGGED_AT[b.dialect][0]]
+    if len(ids) > 1:
+        fixed.insert(0, "run_id")
     marks = ", ".join("?" for _ in ids)
-    select = ", ".join(
-        ["run_id", "step", _LOGGED_AT[b.dialect][0], *(b.quote(c[0]) for _, c in selected), "extra"]
-    )
+    select = ", ".join([*fixed, *(b.quote(c[0]) for _, c in selected), "extra"])
     _names, rows = b.fetchall(
         b.sql(f"SELECT {select} FROM metrics WHERE run_id IN ({marks}) ORDER BY run_id, step"),
         ids,
     )
     # One tuple per column (zip runs in C); an empty result still has every column.
-    raw: list[tuple[Any, ...]] = list(zip(*rows, strict=True)) or [()] * (len(selected) + 4)
+    raw: list[tuple[Any, ...]] = list(zip(*rows, strict=True))
+    raw = raw or [()] * (len(fixed) + len(selected) + 1)
     size = len(rows)
-    stored = {key: raw[position] for position, (key, _) in enumerate(selected, start=3)}
+    start = len(fixed)
+    stored = {key: raw[position] for position, (key, _) in enumerate(selected, start=start)}
     # Columns go in as arrays, so that the frame has no indexes to align; they are built
     # from the raw values (pandas inferring first would turn a missing int into a float64
     # NaN, rounding big ints, a missing bool into True, and a NaN into "missing").
@@ -321,9 +326,13 @@ def metrics(
     else:
         shown = wanted
     data: dict[str, Any] = {
-        "run_id": np.fromiter(raw[0], dtype=np.int64, count=size),
-        "step": np.fromiter(raw[1], dtype=np.int64, count=size),
-        "logged_at": _logged_at(raw[2], b.dialect),
+        "run_id": (
+            np.full(size, ids[0], dtype=np.int64)
+            if len(ids) == 1
+            else np.fromiter(raw[0], dtype=np.int64, count=size)
+        ),
+        "step": np.fromiter(raw[start - 2], dtype=np.int64, count=size),
+        "logged_at": _logged_at(raw[start - 1], b.dialect),
     }
     for key, label in zip(shown, _labels(shown), strict=True):
         values = stored.get(key)
