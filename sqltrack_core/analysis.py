@@ -77,6 +77,68 @@ def parse_metric_specs(
     return specs
 
 
+#: The columns of `runs` that ``order_by`` takes by name (any metric spec works too)
+ORDER_COLUMNS = (
+    "id",
+    "uuid",
+    "experiment",
+    "name",
+    "status",
+    "created_at",
+    "started_at",
+    "ended_at",
+    "heartbeat_at",
+    "owner",
+    "comment",
+)
+
+
+def parse_order(order_by: str | Sequence[str] | None) -> list[tuple[str | tuple[str, str], bool]]:
+    """Normalise ``"-val/acc:max"`` or ``["status", "-started_at"]`` to (column or spec, descending).
+
+    A leading ``-`` means descending; the rest is one of `ORDER_COLUMNS` or a metric spec
+    ``KEY:AGG``. Nothing else is accepted, so no user text reaches the SQL as an identifier.
+    """
+    if order_by is None:
+        return []
+    items: Sequence[Any] = [order_by] if isinstance(order_by, str) else order_by
+    if not isinstance(items, Sequence):
+        raise ConfigurationError(
+            f"order_by {order_by!r} has type {type(order_by).__name__}; expected a str such as "
+            "'-val/acc:max' or a list of them"
+        )
+    order: list[tuple[str | tuple[str, str], bool]] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise ConfigurationError(
+                f"order_by item {item!r} has type {type(item).__name__}; expected a str such as "
+                "'started_at' or '-val/acc:max'"
+            )
+        descending = item.startswith("-")
+        field = item[1:] if descending else item
+        if field in ORDER_COLUMNS:
+            order.append((field, descending))
+        elif ":" in field:
+            try:
+                [spec] = parse_metric_specs([field])
+            except ConfigurationError as exc:
+                raise ConfigurationError(f"order_by {item!r}: {exc}") from None
+            order.append((spec, descending))
+        else:
+            raise ConfigurationError(
+                f"order_by {item!r} is neither a run column ({', '.join(ORDER_COLUMNS)}) nor "
+                "a metric spec KEY:AGG such as 'val/acc:max'; a leading '-' sorts descending"
+            )
+    return order
+
+
+def _check_limit(limit: int | None) -> None:
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise ConfigurationError(
+            f"limit {limit!r} must be an int >= 0 (the number of runs), or None for all of them"
+        )
+
+
 def _decode(value: Any, family: Family | str | None, dialect: str) -> Any:
     if value is None:
         return None
@@ -93,9 +155,18 @@ def _decode(value: Any, family: Family | str | None, dialect: str) -> Any:
 
 
 def _aggregate_sql(
-    b: Backend, key: str, agg: str, column: tuple[str, Family | None] | None, alias: str
+    b: Backend,
+    key: str,
+    agg: str,
+    column: tuple[str, Family | None] | None,
+    *,
+    sortable: bool = False,
 ) -> tuple[str, list[Any], bool, Family | str | None]:
-    """Return (SQL expression, its params, whether it is a GROUP BY aggregate, result family)."""
+    """Return (SQL expression, its params, whether it is a GROUP BY aggregate, result family).
+
+    `sortable` makes first/last of a key kept in ``metrics.extra`` a number (a value that is
+    not one counts as missing): the JSON it is otherwise would sort as text on SQLite.
+    """
     sqlite = b.dialect == "sqlite"
     if column is None:  # a key without a column: its values live in metrics.extra
         family: Family | str | None = "extra"
@@ -128,6 +199,8 @@ def _aggregate_sql(
                 f"aggregation {agg!r} needs a numeric metric; {key!r} holds {family}"
             )
     if agg in ("last", "first"):
+        if sortable and family == "extra":
+            family, value, params = "float", numeric, numeric_params
         order = "DESC" if agg == "last" else "ASC"
         expr = (
             f"(SELECT {value} FROM metrics m WHERE m.run_id = sel.id "
@@ -180,6 +253,8 @@ def runs(
     metrics: Mapping[str, str] | Sequence[tuple[str, str]] | Sequence[str] | None = None,
     where: str | None = None,
     args: Sequence[Any] = (),
+    order_by: str | Sequence[str] | None = None,
+    limit: int | None = None,
 ) -> pd.DataFrame:
     """See `Tracker.runs`."""
     _require_pandas()
@@ -187,7 +262,9 @@ def runs(
 
     b = tracker.backend
     specs = parse_metric_specs(metrics)
-    columns = metric_columns(b) if specs else {}
+    order = parse_order(order_by)
+    _check_limit(limit)
+    columns = metric_columns(b) if specs or any(isinstance(f, tuple) for f, _ in order) else {}
     stale = b.timestamp(time.time() - tracker.options.stale_after)
     conditions, sel_params = [], [stale]
     if experiment is not None:
@@ -204,10 +281,34 @@ def runs(
         "FROM runs r JOIN experiments e ON e.id = r.experiment_id"
         + (" WHERE " + " AND ".join(conditions) if conditions else "")
     )
+    # the aggregates shown (a0, a1, ...), then those only sorted by (o0, o1, ...)
+    aggregates = [(f"a{i}", key, agg, False) for i, (key, agg) in enumerate(specs)]
+    sort_terms = []
+    for field, descending in order:
+        if isinstance(field, str):
+            alias = field
+        else:
+            key, agg = field
+            column = columns.get(key)
+            family: Family | str | None = "extra" if column is None else column[1]
+            if family == "json" and agg in ("first", "last"):
+                raise ConfigurationError(
+                    f"cannot order runs by {key + ':' + agg!r}: {key!r} holds JSON, which "
+                    "each database orders its own way; order by a numeric or text metric"
+                )
+            # first/last of a key in metrics.extra are JSON: sort by a number of their own
+            shown = family != "extra" or agg not in ("first", "last")
+            alias = f"a{specs.index(field)}" if shown and field in specs else ""
+            if not alias:
+                alias = f"o{len(aggregates) - len(specs)}"
+                aggregates.append((alias, key, agg, True))
+        # NULLs last both ways (PostgreSQL puts them first in DESC; SQLite first in ASC)
+        sort_terms += [f"(q.{alias} IS NULL)", f"q.{alias}" + (" DESC" if descending else "")]
     grouped, group_params, outer, outer_params, families = [], [], [], [], []
-    for i, (key, agg) in enumerate(specs):
-        alias = f"a{i}"
-        expr, params, is_group, family = _aggregate_sql(b, key, agg, columns.get(key), alias)
+    for alias, key, agg, sortable in aggregates:
+        expr, params, is_group, family = _aggregate_sql(
+            b, key, agg, columns.get(key), sortable=sortable
+        )
         families.append(family)
         if is_group:
             grouped.append(f"{expr} AS {alias}")
@@ -223,13 +324,20 @@ def runs(
             f", g AS (SELECT m.run_id, {', '.join(grouped)} FROM metrics m "
             "JOIN sel ON m.run_id = sel.id GROUP BY m.run_id)"
         )
-    text += " SELECT sel.*" + "".join(", " + o for o in outer) + " FROM sel"
+    text += " SELECT * FROM (SELECT sel.*" + "".join(", " + o for o in outer) + " FROM sel"
     if grouped:
         text += " LEFT JOIN g ON g.run_id = sel.id"
-    text += " ORDER BY sel.id"
-    names, rows = b.fetchall(b.sql(text), [*sel_params, *group_params, *outer_params])
+    # ties (and runs without a value) in run id order
+    text += " ) q ORDER BY " + ", ".join([*sort_terms, "q.id"])
+    limit_params = []
+    if limit is not None:
+        text += " LIMIT ?"
+        limit_params.append(limit)
+    names, rows = b.fetchall(
+        b.sql(text), [*sel_params, *group_params, *outer_params, *limit_params]
+    )
     records = []
-    base = len(names) - len(specs)
+    base = len(names) - len(aggregates)
     for row in rows:
         record = dict(zip(names[:base], row[:base], strict=False))
         record["uuid"] = str(record["uuid"])
@@ -237,14 +345,14 @@ def runs(
         run_params: dict[str, Any] = _json.decode(record.pop("params")) or {}
         for key, value in run_params.items():
             _flatten(f"params.{key}", value, record)
-        for (key, agg), family, value in zip(specs, families, row[base:], strict=False):
+        for (key, agg), family, value in zip(specs, families, row[base:], strict=False):  # shown
             record[f"{key}:{agg}"] = _decode(value, family, b.dialect)
         records.append(record)
     fixed = names[:base]
     fixed.remove("params")
     param_columns = sorted({k for r in records for k in r if k.startswith("params.")})
-    order = fixed + param_columns + [f"{k}:{a}" for k, a in specs]
-    df: pd.DataFrame = pd.DataFrame.from_records(records, columns=order)
+    labels = fixed + param_columns + [f"{k}:{a}" for k, a in specs]
+    df: pd.DataFrame = pd.DataFrame.from_records(records, columns=labels)
     _times(df)
     return df
 

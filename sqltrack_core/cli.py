@@ -181,6 +181,20 @@ if click is not None:
     )
     @click.option("--where", default=None, help="Extra SQL condition on runs (aliased r).")
     @click.option(
+        "--order-by",
+        "order_by",
+        multiple=True,
+        metavar="[-]FIELD",
+        help="Sort by a metric spec KEY:AGG or a run column (id, name, status, started_at, ...); "
+        "a leading - sorts descending; missing values last. Repeatable. Default: by id.",
+    )
+    @click.option(
+        "--limit",
+        type=click.IntRange(min=0),
+        default=None,
+        help="Show at most this many runs (the first in --order-by order).",
+    )
+    @click.option(
         "--params/--no-params", default=True, show_default=True, help="Show params.* columns."
     )
     @_format_option
@@ -190,12 +204,25 @@ if click is not None:
         experiment: str | None,
         metric_specs: tuple[str, ...],
         where: str | None,
+        order_by: tuple[str, ...],
+        limit: int | None,
         params: bool,
         fmt: str,
     ) -> None:
-        """List runs with status, params and per-run metric aggregates."""
+        """List runs with status, params and per-run metric aggregates.
+
+        \b
+        The ten best runs by validation accuracy:
+          sqltrack runs -m val/acc:max --order-by -val/acc:max --limit 10
+        """
         tracker = _tracker(url)
-        df = tracker.runs(experiment, metrics=list(metric_specs), where=where)
+        df = tracker.runs(
+            experiment,
+            metrics=list(metric_specs),
+            where=where,
+            order_by=list(order_by),
+            limit=limit,
+        )
         if fmt == "table":
             keep = ["id", "experiment", "name", "status", "started_at"]
             keep += [c for c in df.columns if params and c.startswith("params.")]

@@ -318,8 +318,14 @@ class Tracker:
         metrics: Mapping[str, str] | Sequence[tuple[str, str]] | Sequence[str] | None = None,
         where: str | None = None,
         args: Sequence[Any] = (),
+        order_by: str | Sequence[str] | None = None,
+        limit: int | None = None,
     ) -> pd.DataFrame:
         """One row per run: status (stale heartbeat -> ``crashed``), times, ``params.*``, aggregates.
+
+        Example::
+
+            tracker.runs("bert", metrics={"val/acc": "max"}, order_by="-val/acc:max", limit=10)
 
         Args:
             experiment: only runs of this experiment.
@@ -328,9 +334,27 @@ class Tracker:
                 ``min``, ``max``, ``mean`` and ``count``. Columns are named ``key:agg``.
             where: an extra SQL condition on the ``runs`` table aliased ``r`` (trusted SQL),
                 with ``?`` placeholders bound from `args`.
+            order_by: sort in SQL (default: by run id) by a metric spec ``KEY:AGG`` (one of
+                `metrics` or not; it does not add a column) or a column: ``id``, ``uuid``,
+                ``experiment``, ``name``, ``status``, ``created_at``, ``started_at``,
+                ``ended_at``, ``heartbeat_at``, ``owner``, ``comment``. A leading ``-`` sorts
+                descending; a list sorts by each in turn. Missing values come last either
+                way, NaN above every number (as PostgreSQL orders it), ties by run id.
+            limit: at most this many runs (the first ones in that order), cut in SQL.
+
+        Raises:
+            ConfigurationError: a malformed spec, an unknown order_by column, a bad limit.
         """
         with self._lock:
-            return analysis.runs(self, experiment, metrics=metrics, where=where, args=args)
+            return analysis.runs(
+                self,
+                experiment,
+                metrics=metrics,
+                where=where,
+                args=args,
+                order_by=order_by,
+                limit=limit,
+            )
 
     def metrics(
         self, run_ids: int | Run | Iterable[int | Run], keys: Iterable[str] | None = None

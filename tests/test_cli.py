@@ -124,6 +124,38 @@ def test_runs_filters_by_experiment(tracker: sqltrack.Tracker, db_url: str) -> N
     assert [r["name"] for r in json.loads(result.stdout)] == ["delta"]
 
 
+CLI_ORDERS = [
+    # (arguments, names expected, in order)
+    (["--order-by", "-val/acc:max"], ["beta", "alpha", "gamma"]),
+    (["--order-by", "val/acc:max", "--limit", "2"], ["gamma", "alpha"]),
+    (["--order-by=-val/acc:count", "--order-by", "name"], ["alpha", "beta", "gamma"]),
+    (["--order-by", "-name", "--limit", "1"], ["gamma"]),
+    (["--limit", "0"], []),
+]
+
+
+@pytest.mark.parametrize(("args", "names"), CLI_ORDERS, ids=[" ".join(a) for a, _ in CLI_ORDERS])
+def test_runs_order_by_and_limit(
+    tracker: sqltrack.Tracker, db_url: str, args: list[str], names: list[str]
+) -> None:
+    """Verify that `runs --order-by [-]FIELD --limit N` sorts and cuts the list."""
+    log_runs(tracker)
+    result = invoke("runs", "--url", db_url, "-m", "val/acc:max", *args, "--format", "json")
+    assert result.exit_code == 0, result.output
+    records = json.loads(result.stdout)
+    assert [r["name"] for r in records] == names
+    assert all(r["val/acc:max"] == MAXIMA[r["name"]] for r in records)
+
+
+def test_runs_order_by_table(tracker: sqltrack.Tracker, db_url: str) -> None:
+    """Verify that the table of `runs --order-by -val/acc:max` lists the best run first."""
+    log_runs(tracker)
+    result = invoke("runs", "--url", db_url, "-m", "val/acc:max", "--order-by", "-val/acc:max")
+    assert result.exit_code == 0, result.output
+    lines = [ln for ln in result.stdout.splitlines() if any(f" {n} " in ln for n in HISTORIES)]
+    assert [n for ln in lines for n in HISTORIES if f" {n} " in ln] == ["beta", "alpha", "gamma"]
+
+
 @pytest.mark.parametrize("by", ["id", "uuid"])
 def test_show(tracker: sqltrack.Tracker, db_url: str, by: str) -> None:
     """Verify that `show RUN`, by id or UUID, prints the run's params and metric keys."""
@@ -270,6 +302,8 @@ def test_url_from_environment(tracker: sqltrack.Tracker, db_url: str) -> None:
         ["lineage", "999"],
         ["runs", "--metric", "val/acc:median"],
         ["runs", "--metric", "val/acc"],
+        ["runs", "--order-by", "nope"],
+        ["runs", "--order-by", "-val/acc:median"],
         ["sql", "SELECT * FROM no_such_table"],
         ["migrate", "--dir", "{tmp}/bad"],
     ],
@@ -282,6 +316,8 @@ def test_url_from_environment(tracker: sqltrack.Tracker, db_url: str) -> None:
         "lineage-unknown-run",
         "bad-aggregation",
         "spec-without-aggregation",
+        "unknown-order-column",
+        "bad-order-aggregation",
         "bad-sql",
         "bad-migration-name",
     ],

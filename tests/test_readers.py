@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import pandas as pd
@@ -404,6 +405,152 @@ def test_runs_aggregates_extra_key(db_url: str) -> None:
         assert float(row["b:last"]) == 7.5
         assert int(row["b:count"]) == 4
         assert float(row["b:mean"]) == pytest.approx(3.75)
+
+
+# -- runs(): order_by and limit ---------------------------------------------------------------
+
+#: run name -> the values of 'score' it logs, one per step (None: it never logs 'score')
+SCORES: dict[str, list[float] | None] = {
+    "a": [0.5],
+    "b": [0.9, 0.2],
+    "c": None,
+    "d": [0.5],
+    "e": [NAN],
+    "f": [-math.inf, 0.1],
+}
+
+ORDERS = [
+    # (order_by, names in the order expected): NaN above every number, missing values last
+    # both ways, ties (a and d) by run id
+    ("score:max", ["f", "a", "d", "b", "e", "c"]),
+    ("-score:max", ["e", "b", "a", "d", "f", "c"]),
+    ("score:min", ["f", "b", "a", "d", "e", "c"]),
+    ("score:last", ["f", "b", "a", "d", "e", "c"]),
+    ("-score:last", ["e", "a", "d", "b", "f", "c"]),
+    ("score:first", ["f", "a", "d", "b", "e", "c"]),
+    ("-score:first", ["e", "b", "a", "d", "f", "c"]),
+    ("score:mean", ["f", "a", "d", "b", "e", "c"]),
+    ("-score:mean", ["e", "b", "a", "d", "f", "c"]),
+    ("score:count", ["c", "a", "d", "e", "b", "f"]),
+    ("-score:count", ["b", "f", "a", "d", "e", "c"]),
+    ("-score:AVG", ["e", "b", "a", "d", "f", "c"]),
+    ("name", ["a", "b", "c", "d", "e", "f"]),
+    ("-name", ["f", "e", "d", "c", "b", "a"]),
+    ("-id", ["f", "e", "d", "c", "b", "a"]),
+    (["experiment", "-score:max"], ["e", "b", "a", "d", "f", "c"]),
+    (["-score:count", "-name"], ["f", "b", "e", "d", "a", "c"]),
+]
+
+
+def log_scores(url: str, storage: str) -> sqltrack.Tracker:
+    """Log SCORES as runs of experiment 'rank', 'score' in a column or in metrics.extra."""
+    # column_budget=1: 'seed', logged first by every run, takes the only column
+    budget = {"column_budget": 1} if storage == "extra" else {}
+    tracker = sqltrack.connect(url, flush_interval=0.05, **budget)
+    for name, values in SCORES.items():
+        with tracker.start_run("rank", name=name) as run:
+            run.log({"seed": 0.5}, step=0)
+            for step, value in enumerate(values or [], start=1):
+                run.log({"score": value}, step=step)
+    stored_in = tracker.query("SELECT key FROM metric_columns")["key"].tolist()
+    assert ("score" in stored_in) is (storage == "column")
+    return tracker
+
+
+@pytest.mark.parametrize("storage", ["column", "extra"])
+@pytest.mark.parametrize(("order_by", "names"), ORDERS, ids=[str(o[0]) for o in ORDERS])
+def test_runs_order_by(db_url: str, storage: str, order_by: Any, names: list[str]) -> None:
+    """Verify that order_by sorts by a metric spec or a column, either way, NULLs last."""
+    with log_scores(db_url, storage) as tracker:
+        df = tracker.runs(order_by=order_by)
+        assert df["name"].tolist() == names
+        assert not any(":" in str(c) for c in df.columns)  # sorting adds no column
+        top = tracker.runs(order_by=order_by, limit=2)
+        assert top["name"].tolist() == names[:2]
+
+
+@pytest.mark.parametrize("storage", ["column", "extra"])
+def test_runs_order_by_a_shown_metric(db_url: str, storage: str) -> None:
+    """Verify that ordering by a spec also asked for in metrics keeps its values and columns."""
+    with log_scores(db_url, storage) as tracker:
+        df = tracker.runs(metrics=["score:last", "score:max"], order_by="-score:last", limit=3)
+    assert df["name"].tolist() == ["e", "a", "d"]
+    assert list(df.columns[-2:]) == ["score:last", "score:max"]
+    assert math.isnan(df["score:last"].iloc[0])
+    assert df["score:last"].iloc[1:].tolist() == [0.5, 0.5]
+
+
+def test_runs_order_by_times(tracker: sqltrack.Tracker) -> None:
+    """Verify that order_by takes started_at and ended_at, a run not ended coming last."""
+    now = time.time()
+    made = {}
+    for name, started in (("late", now - 10), ("early", now - 30), ("middle", now - 20)):
+        made[name] = tracker.start_run("times", name=name, started_at=started)
+    made["early"].finish()
+    made["late"].finish()
+    try:
+        assert tracker.runs(order_by="started_at")["name"].tolist() == ["early", "middle", "late"]
+        assert tracker.runs(order_by="-started_at")["name"].tolist() == ["late", "middle", "early"]
+        assert tracker.runs(order_by="-ended_at")["name"].tolist() == ["late", "early", "middle"]
+        assert tracker.runs(order_by="ended_at")["name"].tolist() == ["early", "late", "middle"]
+    finally:
+        made["middle"].finish()
+
+
+def test_runs_limit_with_filters(tracker: sqltrack.Tracker, populated: list[sqltrack.Run]) -> None:
+    """Verify that limit cuts after experiment, where and ordering, and limit=0 is empty."""
+    ids = [run.id for run in populated]
+    assert tracker.runs(limit=2)["id"].tolist() == ids[:2]
+    assert tracker.runs("agg", order_by="-id", limit=2)["id"].tolist() == [ids[2], ids[1]]
+    assert tracker.runs(limit=100)["id"].tolist() == ids
+    df = tracker.runs(
+        where="r.name <> ?", args=["r2"], metrics=["val/acc:max"], order_by="-val/acc:max", limit=2
+    )
+    best = sorted(
+        ((0.5 + max((s + i) % 7 for s in (0, 10, 20)) / 20, -ids[i]) for i in (0, 1)),
+        reverse=True,
+    )
+    assert df["id"].tolist() == [-run_id for _, run_id in best]
+    empty = tracker.runs("agg", metrics=["val/acc:max"], limit=0)
+    assert empty.empty
+    assert list(empty.columns[-1:]) == ["val/acc:max"]
+
+
+BAD_ORDERS = [
+    # (id, order_by, limit)
+    ("unknown-column", "nope", None),
+    ("frame-column", "step", None),
+    ("param", "params.lr", None),
+    ("empty", "", None),
+    ("dash-only", "-", None),
+    ("key-without-agg", "train/loss", None),
+    ("unknown-agg", "train/loss:median", None),
+    ("empty-key", "-:max", None),
+    ("not-a-str", 3, None),
+    ("item-not-a-str", ["id", ("val/acc", "max")], None),
+    ("json-last", "blob:last", None),
+    ("negative-limit", None, -1),
+    ("float-limit", None, 1.5),
+    ("bool-limit", None, True),
+    ("str-limit", None, "10"),
+]
+
+
+@pytest.mark.parametrize(
+    ("order_by", "limit"), [b[1:] for b in BAD_ORDERS], ids=[b[0] for b in BAD_ORDERS]
+)
+def test_runs_bad_order_or_limit_raises(
+    tracker: sqltrack.Tracker, order_by: Any, limit: Any
+) -> None:
+    """Verify that a bad order_by or limit raises ConfigurationError naming the value."""
+    with tracker.start_run("bad") as run:
+        run.log({"train/loss": 0.5, "blob": {"a": 1}}, step=0)
+    with pytest.raises(ConfigurationError) as caught:
+        tracker.runs(order_by=order_by, limit=limit)
+    bad = order_by if limit is None else limit
+    if isinstance(bad, list):
+        bad = bad[-1]
+    assert repr(bad) in str(caught.value)
 
 
 # -- metrics() --------------------------------------------------------------------------------
