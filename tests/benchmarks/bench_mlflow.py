@@ -43,43 +43,36 @@ This file is a script, not a test module (pytest collects only ``test_*.py``).
 
 from __future__ import annotations
 
-import os
-
-# before MLflow is imported: no telemetry, no network, no logging setup of its own
-os.environ.update(
-    {
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "DO_NOT_TRACK": "true",
-        "MLFLOW_CONFIGURE_LOGGING": "false",
-        "MLFLOW_ENABLE_ASYNC_LOGGING": "false",
-        "GIT_PYTHON_REFRESH": "quiet",
-    }
-)
-
 import argparse
 import contextlib
 import datetime as dt
-import logging
 import math
+import os
 import platform
-import shutil
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import uuid
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 warnings.filterwarnings("ignore")  # MLflow's and its dependencies' import-time advice
 
+from _common import (  # noqa: E402
+    DEFAULT_PG_URL,
+    MlflowStores,
+    git_revision,
+    new_experiment,
+    quiet_mlflow,
+)
+
+quiet_mlflow()  # before MLflow is imported: no telemetry, no network, no logging setup of its own
+
 import mlflow  # noqa: E402
 import sqlalchemy  # noqa: E402
-from _common import DEFAULT_PG_URL, git_revision, pg_admin  # noqa: E402
 from bench_core import (  # noqa: E402
     TRAIN_KEYS,
     VAL_KEYS,
@@ -93,9 +86,6 @@ from mlflow.entities import Metric  # noqa: E402
 
 import sqltrack_core as sqltrack  # noqa: E402
 
-for _name in ("mlflow", "alembic", "sqlalchemy"):
-    logging.getLogger(_name).setLevel(logging.ERROR)
-
 BACKENDS = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
 MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch
 SPEC = {"val/acc": "max", "train/loss": "last"}
@@ -105,91 +95,6 @@ QUICK = {"runs": 3, "steps": 100, "val_every": 20, "log_calls": 100, "repeat": 1
 
 def fail(message: str) -> None:
     raise RuntimeError(message)
-
-
-# -- MLflow stores ----------------------------------------------------------------------------
-
-
-def pg_database_url(pg_url: str, database: str) -> str:
-    """The SQLAlchemy URL of `database` on the server of `pg_url`, with the psycopg 3 driver."""
-    url = sqlalchemy.engine.make_url(pg_url)
-    return url.set(drivername="postgresql+psycopg", database=database).render_as_string(
-        hide_password=False
-    )
-
-
-class MlflowStores:
-    """Fresh, empty MLflow tracking stores on one backend, copied from one migrated template.
-
-    MLflow creates and migrates its tables (alembic) the first time a store is opened, which
-    takes seconds; that is done once, in a subprocess (so that no connection to the template
-    stays open), and every fresh store is a copy.
-    """
-
-    def __init__(self, backend: str, pg_url: str, tmp: Path) -> None:
-        self.backend = backend
-        self._pg_url = pg_url
-        self._tmp = tmp
-        self._prefix = f"bench_mlflow_{uuid.uuid4().hex[:8]}"
-        if backend == "sqlite":
-            self._template = str(tmp / f"{self._prefix}_template.db")
-            template_uri = f"sqlite:///{self._template}"
-        else:
-            self._template = f"{self._prefix}_template"
-            pg_admin(pg_url, f'CREATE DATABASE "{self._template}"')
-            template_uri = pg_database_url(pg_url, self._template)
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                "import sys, mlflow; mlflow.MlflowClient(sys.argv[1]).search_experiments()",
-                template_uri,
-            ],
-            capture_output=True,
-            text=True,
-            env=os.environ,
-        )
-        if done.returncode != 0:
-            fail(f"MLflow could not create its store at {template_uri}:\n{done.stderr}")
-
-    @contextlib.contextmanager
-    def fresh(self) -> Iterator[str]:
-        """A new store's tracking URI, dropped on exit."""
-        name = f"{self._prefix}_{uuid.uuid4().hex[:8]}"
-        if self.backend == "sqlite":
-            path = self._tmp / f"{name}.db"
-            shutil.copyfile(self._template, path)
-            uri = f"sqlite:///{path}"
-        else:
-            pg_admin(self._pg_url, f'CREATE DATABASE "{name}" TEMPLATE "{self._template}"')
-            uri = pg_database_url(self._pg_url, name)
-        os.environ["MLFLOW_TRACKING_URI"] = uri
-        mlflow.set_tracking_uri(uri)
-        try:
-            yield uri
-        finally:
-            dispose(uri)
-            if self.backend == "sqlite":
-                path.unlink(missing_ok=True)
-            else:
-                pg_admin(self._pg_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-    def close(self) -> None:
-        if self.backend == "sqlite":
-            Path(self._template).unlink(missing_ok=True)
-        else:
-            pg_admin(self._pg_url, f'DROP DATABASE IF EXISTS "{self._template}" WITH (FORCE)')
-
-
-def dispose(uri: str) -> None:
-    """Close the connection pool MLflow keeps for `uri` (it caches one store per URI)."""
-    with contextlib.suppress(Exception):
-        MlflowClient(uri)._tracking_client.store.engine.dispose()
-
-
-def new_experiment(client: MlflowClient, name: str, tmp: Path) -> str:
-    artifacts = tmp / "mlflow-artifacts" / name
-    return client.create_experiment(name, artifact_location=artifacts.as_uri())
 
 
 # -- measurements -----------------------------------------------------------------------------
@@ -234,6 +139,7 @@ def call_sqltrack(backend: str, args: argparse.Namespace, tmp: Path) -> dict[str
 
 def call_mlflow(stores: MlflowStores, args: argparse.Namespace, tmp: Path) -> dict[str, float]:
     with stores.fresh() as uri:
+        mlflow.set_tracking_uri(uri)  # for mlflow.start_run and mlflow.log_metrics
         client = MlflowClient(uri)
         experiment = new_experiment(client, "bench-log", tmp)
         with mlflow.start_run(experiment_id=experiment, run_name="log-cost") as run:
@@ -322,6 +228,7 @@ def ingest_mlflow_batch(uri: str, w: Workload, tmp: Path) -> tuple[dict[str, flo
 
 def ingest_mlflow_step(uri: str, w: Workload, tmp: Path) -> dict[str, float]:
     """W through mlflow.log_metrics every step: the same calls as sqltrack's run.log()."""
+    mlflow.set_tracking_uri(uri)  # for mlflow.log_metrics
     client = MlflowClient(uri)
     experiment = new_experiment(client, "bench-w-steps", tmp)
     run_ids = mlflow_runs(client, experiment, w)
