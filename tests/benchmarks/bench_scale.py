@@ -222,13 +222,12 @@ RUNS_TAKES_LIMIT = "limit" in inspect.signature(sqltrack.Tracker.runs).parameter
 def top_ten(tracker: Any) -> Any:
     """The ten runs with the best val/acc, best first."""
     if RUNS_TAKES_LIMIT:
-        # the form of order_by is assumed here (written before tracker.runs took it)
-        return tracker.runs(metrics=TOP, order_by=f"{TOP_COLUMN} DESC", limit=10)
+        return tracker.runs(metrics=TOP, order_by=f"-{TOP_COLUMN}", limit=10)  # - : descending
     return tracker.runs(metrics=TOP).sort_values(TOP_COLUMN, ascending=False).head(10)
 
 
 TOP_LABEL = (
-    '`tracker.runs(metrics={"val/acc": "max"}, order_by=..., limit=10)`'
+    '`tracker.runs(metrics={"val/acc": "max"}, order_by="-val/acc:max", limit=10)`'
     if RUNS_TAKES_LIMIT
     else '`tracker.runs(metrics={"val/acc": "max"})`, sorted + `head(10)` in pandas'
 )
