@@ -1,6 +1,6 @@
-"""Overhead of `SQLTrackLogger` on a small Lightning training loop, against CSVLogger and none.
+"""Overhead of `SQLTrackLogger` on a small Lightning loop, against CSVLogger, MLFlowLogger, none.
 
-One script run measures four configurations of the same ``Trainer.fit`` (a tiny MLP on
+One script run measures six configurations of the same ``Trainer.fit`` (a tiny MLP on
 synthetic in-memory regression data, CPU, ``log_every_n_steps=1`` so that every step logs, the
 worst case for a logger; train loss logged each step, a validation metric each epoch; the
 default ``ModelCheckpoint`` left on, so one checkpoint per epoch, which `SQLTrackLogger`
@@ -10,11 +10,25 @@ fingerprints and registers):
 - ``CSVLogger(save_dir=tmpdir)``;
 - ``SQLTrackLogger(experiment, "sqlite:///<tmp>/bench.db")``;
 - ``SQLTrackLogger(experiment, <pg url>)``, in a schema made for this script run (through
-  ``options=-csearch_path%3D<schema>``) and dropped at its end. If the server cannot be reached
-  this row is skipped with a message, unless ``--require-pg``.
+  ``options=-csearch_path%3D<schema>``) and dropped at its end;
+- ``MLFlowLogger(experiment, tracking_uri="sqlite:///<tmp>/...db")``: Lightning's own MLflow
+  logger, its defaults otherwise (synchronous logging, MLflow's default: one ``log_batch`` a
+  step; ``log_model=False``, so checkpoints are not recorded, where sqltrack fingerprints and
+  registers them);
+- ``MLFlowLogger(experiment, tracking_uri="postgresql+psycopg://.../<database>")``, in a
+  database of its own made for this script run (as ``bench_mlflow.py`` does) and dropped at
+  its end.
+
+If the PostgreSQL server cannot be reached its rows are skipped with a message, unless
+``--require-pg``. MLflow is installed only in ``.venv-bench`` (``scripts/bench`` runs this
+script there); without it the MLflow rows are skipped with a message. MLflow's stores are made
+and migrated before the first fit, from one template per backend, as in ``bench_mlflow.py``
+(``_common.MlflowStores``), and its experiment created with its artifacts under the temporary
+directory; it is kept offline and quiet (telemetry off, no logging setup, no server).
 
 Each configuration is warmed up once (the first fit pays imports, allocator and first-use
-costs; it also creates the sqltrack tables, as a user's existing database already has them),
+costs; it also creates the sqltrack tables, as a user's existing database already has them;
+it opens MLflow's store, whose connection pool MLflow then keeps for the process),
 then ``--repeat`` measurements are taken round-robin: each repetition runs every configuration
 once, the order rotated by one each time, so that machine noise (and a database server's
 background work, on a small machine) falls on all of them alike. Torch uses one
@@ -22,7 +36,8 @@ intra-op thread (``--threads``): the model gains nothing from more, and with two
 OpenMP threads a busy 2-CPU machine gave timings that swung tenfold. Each measurement builds a
 fresh model, Trainer, logger and temporary directory; only ``trainer.fit()`` is timed
 (``time.perf_counter``), Trainer construction is not. ``fit()`` includes the logger's
-``finalize()``, so sqltrack's writer has committed every row when it returns. The figure is
+``finalize()``, so sqltrack's writer has committed every row when it returns (MLflow's calls
+are synchronous: its rows are committed when each returns). The figure is
 ``trainer.global_step / fit wall time`` (steps/s); the table gives the median over repeats,
 min / max, and the slowdown against CSVLogger (positive = slower); next to it, the
 process's CPU time per step during ``fit()`` (``time.process_time``: all threads, sqltrack's
@@ -34,7 +49,8 @@ most 3% slower than CSVLogger.
 After each measured fit (untimed), the sqltrack runs are checked: ``global_step`` train-loss
 rows and one validation value per epoch through ``sqltrack_core.connect(url).metrics(run_id)``,
 status ``completed``, and the checkpoints registered; any warning from sqltrack fails the
-script too. A benchmark of a logger that silently logged nothing would be worthless.
+script too. The MLflow runs likewise, through ``MlflowClient.get_metric_history``, status
+``FINISHED``. A benchmark of a logger that silently logged nothing would be worthless.
 
 Usage::
 
@@ -42,6 +58,7 @@ Usage::
     python tests/benchmarks/bench_lightning.py --repeat 1 --epochs 2   # smoke check
     python tests/benchmarks/bench_lightning.py --pg-url postgresql://... --require-pg
     python tests/benchmarks/bench_lightning.py --profile sqlite-sqltrack   # cProfile one fit
+    .venv-bench/bin/python tests/benchmarks/bench_lightning.py --repeat 1 --epochs 1  # with MLflow
 
 This file is a script, not a test module (pytest collects only ``test_*.py``).
 """
@@ -49,6 +66,7 @@ This file is a script, not a test module (pytest collects only ``test_*.py``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import gc
 import logging
@@ -73,14 +91,18 @@ import torch  # noqa: E402
 from _common import (  # noqa: E402
     DEFAULT_PG_URL,
     git_revision,
+    mlflow_missing,
+    mlflow_store,
+    new_experiment,
     pg_admin,
     pg_unavailable,
     pg_version,
+    quiet_mlflow,
     with_search_path,
 )
 from lightning.pytorch import LightningModule, Trainer  # noqa: E402
 from lightning.pytorch import __version__ as lightning_version  # noqa: E402
-from lightning.pytorch.loggers import CSVLogger  # noqa: E402
+from lightning.pytorch.loggers import CSVLogger, MLFlowLogger  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
@@ -92,6 +114,7 @@ from sqltrack_integrations.lightning import SQLTrackLogger  # noqa: E402
 # after the import, which sets lightning.pytorch's level to INFO: its info lines are not wanted
 for _name in ("lightning", "lightning.pytorch", "lightning.fabric"):
     logging.getLogger(_name).setLevel(logging.WARNING)
+quiet_mlflow()  # before MLFlowLogger imports MLflow (if it is installed)
 
 EXPERIMENT = "bench-lightning"
 TARGET_PCT = 3.0  # SQLTrackLogger at most this much slower than CSVLogger
@@ -166,11 +189,13 @@ class Config:
     key: str
     make_logger: Callable[[Path], Any]  # fresh tmp dir -> logger (or False)
     url: str | None = None  # a sqltrack database, to check after each fit
+    mlflow_uri: str | None = None  # an MLflow tracking store, to check after each fit
     steps_per_s: list[float] = field(default_factory=list)
     cpu_s: list[float] = field(default_factory=list)  # this process's CPU time during fit()
 
 
-def configurations(tmp: Path, pg_url: str | None) -> list[Config]:
+def configurations(tmp: Path, pg_url: str | None, mlflow_uris: dict[str, str]) -> list[Config]:
+    """The configurations; `mlflow_uris` maps "sqlite" / "postgresql" to MLflow's stores."""
     sqlite_url = f"sqlite:///{tmp / 'bench.db'}"
     configs = [
         Config("logger=False", "none", lambda d: False),
@@ -191,6 +216,20 @@ def configurations(tmp: Path, pg_url: str | None) -> list[Config]:
                 pg_url,
             )
         )
+    for backend, key, name in (
+        ("sqlite", "sqlite-mlflow", "SQLite"),
+        ("postgresql", "pg-mlflow", "PostgreSQL"),
+    ):
+        uri = mlflow_uris.get(backend)
+        if uri is not None:
+            configs.append(
+                Config(
+                    f"MLFlowLogger, {name}",
+                    key,
+                    lambda d, uri=uri: MLFlowLogger(EXPERIMENT, tracking_uri=uri),
+                    mlflow_uri=uri,
+                )
+            )
     return configs
 
 
@@ -246,6 +285,8 @@ def fit_once(
 
 def check_recorded(config: Config, logger: Any, loop: Loop) -> None:
     """The run holds what the fit logged; raises otherwise (untimed)."""
+    if config.mlflow_uri is not None:
+        check_mlflow(config, logger, loop)
     if config.url is None:
         return
     run_id = logger.run_id
@@ -280,11 +321,54 @@ def check_recorded(config: Config, logger: Any, loop: Loop) -> None:
         raise RuntimeError(f"{config.label}, run {run_id}: " + "; ".join(problems))
 
 
+def check_mlflow(config: Config, logger: Any, loop: Loop) -> None:
+    """The MLflow run holds every train/loss and val/loss value and has finished (untimed)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(config.mlflow_uri)
+    run_id = logger.run_id
+    train = len(client.get_metric_history(run_id, "train/loss"))
+    val = len(client.get_metric_history(run_id, "val/loss"))
+    status = client.get_run(run_id).info.status
+    problems = []
+    if train != loop.steps:
+        problems.append(f"{train} train/loss values, expected {loop.steps}")
+    if val != loop.epochs:
+        problems.append(f"{val} val/loss values, expected {loop.epochs}")
+    if status != "FINISHED":
+        problems.append(f"status {status!r}, expected 'FINISHED'")
+    if problems:
+        raise RuntimeError(f"{config.label}, MLflow run {run_id}: " + "; ".join(problems))
+
+
+def open_mlflow_stores(
+    stack: contextlib.ExitStack, pg_url: str, pg_ok: bool, tmp: Path
+) -> dict[str, str]:
+    """MLflow's stores for this script run, "sqlite" and (with `pg_ok`) "postgresql" -> URI.
+
+    Each holds the experiment already, its artifacts under `tmp` (MLflow would put them in
+    ./mlruns), as the sqltrack databases hold their tables after the warm-up.
+    """
+    from mlflow import MlflowClient
+
+    uris = {}
+    for backend in ("sqlite", "postgresql") if pg_ok else ("sqlite",):
+        uri = stack.enter_context(mlflow_store(backend, pg_url, tmp))
+        new_experiment(MlflowClient(uri), EXPERIMENT, tmp)
+        uris[backend] = uri
+    return uris
+
+
 # -- report -----------------------------------------------------------------------------------
 
 
 def report(
-    configs: list[Config], loop: Loop, args: argparse.Namespace, pg_note: str, total_s: float
+    configs: list[Config],
+    loop: Loop,
+    args: argparse.Namespace,
+    pg_note: str,
+    mlflow_note: str,
+    total_s: float,
 ) -> str:
     import sqlite3
 
@@ -296,6 +380,7 @@ def report(
         f"Python {platform.python_version()}; torch {torch.__version__} "
         f"({torch.get_num_threads()} threads); lightning {lightning_version}",
         f"- databases: SQLite {sqlite3.sqlite_version}; {pg_note}",
+        f"- MLflow: {mlflow_note}",
         f"- date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}; "
         f"sqltrack-core {sqltrack.__version__} @ {git_revision()}; script took {total_s:.0f} s",
         f"- command: `{' '.join([Path(sys.executable).name, *sys.argv])}`",
@@ -361,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
         metavar="CONFIG",
         default=None,
         help="instead of benchmarking, cProfile one fit of CONFIG (none, csv, sqlite-sqltrack, "
-        "pg-sqltrack) after a warm-up and print the top costs",
+        "pg-sqltrack, sqlite-mlflow, pg-mlflow) after a warm-up and print the top costs",
     )
     parser.add_argument("--profile-top", type=int, default=30)
     args = parser.parse_args(argv)
@@ -378,17 +463,34 @@ def main(argv: list[str] | None = None) -> int:
         if args.require_pg:
             print(f"error: {message} (--require-pg)", file=sys.stderr)
             return 2
-        print(f"note: {message}; the PostgreSQL row is skipped", file=sys.stderr)
+        print(f"note: {message}; the PostgreSQL rows are skipped", file=sys.stderr)
         pg_note = "PostgreSQL: unreachable, skipped"
     else:
         pg_note = pg_version(args.pg_url)
         schema = f"bench_lightning_{uuid.uuid4().hex[:12]}"
         pg_admin(args.pg_url, f'CREATE SCHEMA "{schema}"')
+    missing = mlflow_missing()
+    if missing is not None:
+        print(f"note: {missing}; the MLflow rows are skipped", file=sys.stderr)
+        mlflow_note = "not installed here, skipped"
+    else:
+        import mlflow
+
+        mlflow_note = (
+            f"{mlflow.__version__}, database tracking store, no server; MLFlowLogger's defaults: "
+            "synchronous logging, log_model=False (checkpoints not recorded)"
+        )
     try:
-        with tempfile.TemporaryDirectory(prefix="sqltrack-bench-lightning-") as tmp_name:
+        with (
+            tempfile.TemporaryDirectory(prefix="sqltrack-bench-lightning-") as tmp_name,
+            contextlib.ExitStack() as stack,  # MLflow's stores: dropped before tmp goes
+        ):
             tmp = Path(tmp_name)
             pg = None if schema is None else with_search_path(args.pg_url, schema)
-            configs = configurations(tmp, pg)
+            mlflow_uris = (
+                {} if missing else open_mlflow_stores(stack, args.pg_url, schema is not None, tmp)
+            )
+            configs = configurations(tmp, pg, mlflow_uris)
             if args.profile is not None:
                 return profile(configs, loop, tmp, args)
             for c in configs:  # warm-up, not counted
@@ -410,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if schema is not None:
             pg_admin(args.pg_url, f'DROP SCHEMA "{schema}" CASCADE')
-    print(report(configs, loop, args, pg_note, time.perf_counter() - started))
+    print(report(configs, loop, args, pg_note, mlflow_note, time.perf_counter() - started))
     return 0
 
 
