@@ -12,7 +12,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -184,6 +184,26 @@ def mlflow_store(backend: str, pg_url: str, tmp: Path) -> Iterator[str]:
             yield uri
     finally:
         stores.close()
+
+
+def open_mlflow_stores(
+    stack: contextlib.ExitStack[Any], pg_url: str, pg_ok: bool, tmp: Path, experiments: list[str]
+) -> dict[str, str]:
+    """MLflow's stores for a script run: "sqlite" and (with `pg_ok`) "postgresql" -> URI.
+
+    Each already holds `experiments`, their artifacts under `tmp` (MLflow would put them in
+    ./mlruns), as the sqltrack databases hold their tables after a warm-up. `stack` drops them.
+    """
+    from mlflow import MlflowClient
+
+    uris = {}
+    for backend in ("sqlite", "postgresql") if pg_ok else ("sqlite",):
+        uri = stack.enter_context(mlflow_store(backend, pg_url, tmp))
+        client = MlflowClient(uri)
+        for name in experiments:
+            new_experiment(client, name, tmp)
+        uris[backend] = uri
+    return uris
 
 
 def dispose_mlflow(uri: str) -> None:

@@ -92,8 +92,7 @@ from _common import (  # noqa: E402
     DEFAULT_PG_URL,
     git_revision,
     mlflow_missing,
-    mlflow_store,
-    new_experiment,
+    open_mlflow_stores,
     pg_admin,
     pg_unavailable,
     pg_version,
@@ -341,24 +340,6 @@ def check_mlflow(config: Config, logger: Any, loop: Loop) -> None:
         raise RuntimeError(f"{config.label}, MLflow run {run_id}: " + "; ".join(problems))
 
 
-def open_mlflow_stores(
-    stack: contextlib.ExitStack, pg_url: str, pg_ok: bool, tmp: Path
-) -> dict[str, str]:
-    """MLflow's stores for this script run, "sqlite" and (with `pg_ok`) "postgresql" -> URI.
-
-    Each holds the experiment already, its artifacts under `tmp` (MLflow would put them in
-    ./mlruns), as the sqltrack databases hold their tables after the warm-up.
-    """
-    from mlflow import MlflowClient
-
-    uris = {}
-    for backend in ("sqlite", "postgresql") if pg_ok else ("sqlite",):
-        uri = stack.enter_context(mlflow_store(backend, pg_url, tmp))
-        new_experiment(MlflowClient(uri), EXPERIMENT, tmp)
-        uris[backend] = uri
-    return uris
-
-
 # -- report -----------------------------------------------------------------------------------
 
 
@@ -488,7 +469,9 @@ def main(argv: list[str] | None = None) -> int:
             tmp = Path(tmp_name)
             pg = None if schema is None else with_search_path(args.pg_url, schema)
             mlflow_uris = (
-                {} if missing else open_mlflow_stores(stack, args.pg_url, schema is not None, tmp)
+                {}
+                if missing
+                else open_mlflow_stores(stack, args.pg_url, schema is not None, tmp, [EXPERIMENT])
             )
             configs = configurations(tmp, pg, mlflow_uris)
             if args.profile is not None:
