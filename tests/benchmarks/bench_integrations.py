@@ -1,4 +1,4 @@
-"""Overhead of the Hugging Face and Keras callbacks on tiny training loops, against none and CSV.
+"""Overhead of the Hugging Face and Keras callbacks on tiny training loops, vs none, CSV, MLflow.
 
 One script run measures two suites, each on CPU with every step (HF) or epoch (Keras) logged:
 
@@ -6,11 +6,21 @@ Hugging Face ``transformers.Trainer.train()`` on a 2-layer ``BertForMaskedLM`` b
 small ``BertConfig`` (no hub access, ``HF_HUB_OFFLINE=1``) and synthetic token ids,
 ``logging_steps=1`` (the worst case for a callback: loss, grad_norm and learning_rate each
 optimizer step), ``save_strategy="no"`` (the final weights are still fingerprinted and
-registered by the callback), ``report_to="none"``, the ``PrinterCallback`` removed:
+registered by the callback), the ``PrinterCallback`` removed:
 
-- no callback (the baseline: HF has no file logger comparable to Lightning's CSVLogger);
-- ``SQLTrackCallback(experiment, "sqlite:///<tmp>/bench.db")``;
-- ``SQLTrackCallback(experiment, <pg url>)``.
+- no callback, ``report_to="none"`` (the baseline). There is no file-logging row like Keras'
+  CSVLogger: the Trainer keeps its log in memory (``state.log_history``) and writes
+  ``trainer_state.json`` only with a checkpoint, so with ``save_strategy="no"`` it writes no
+  file at all; its one file logger, TensorBoard (``report_to="tensorboard"``), needs a package
+  this project does not install;
+- ``SQLTrackCallback(experiment, "sqlite:///<tmp>/bench.db")``, ``report_to="none"``;
+- ``SQLTrackCallback(experiment, <pg url>)``;
+- ``report_to="mlflow"``: transformers' own ``MLflowCallback``, configured as its users do,
+  through ``MLFLOW_TRACKING_URI`` (a SQLite store, ``sqlite:///<tmp>/...db``) and
+  ``MLFLOW_EXPERIMENT_NAME``. It starts a run, logs the TrainingArguments and the model config
+  as params, then each step's metrics with ``synchronous=False`` (MLflow's queue and worker
+  thread); its ``on_train_end`` calls ``mlflow.end_run()``, which waits for the queue;
+- ``report_to="mlflow"`` with an MLflow store on PostgreSQL.
 
 Keras 3 ``model.fit()`` (``KERAS_BACKEND=torch``) of a small Dense regressor on synthetic numpy
 data, several epochs, ``verbose=0``:
@@ -20,11 +30,24 @@ data, several epochs, ``verbose=0``:
 - ``SQLTrackKerasCallback(experiment, "sqlite:///...")`` (one row per epoch);
 - ``SQLTrackKerasCallback(experiment, <pg url>)``;
 - ``SQLTrackKerasCallback(experiment, "sqlite:///...", log_every_n_batches=1)`` (a row per
-  batch, the worst case).
+  batch, the worst case);
+- ``mlflow.keras.MlflowCallback()`` (MLflow's own; one row per epoch, its default) on a SQLite
+  store, inside ``with mlflow.start_run(experiment_id=...)``: it needs an active run, and
+  starting and ending it are timed, as sqltrack's callback starts and finishes its run inside
+  ``fit()``. It logs the optimizer's config as params and the model summary as an artifact
+  (under the temporary directory) when training begins, then each epoch's logs with
+  ``synchronous=False``; ``end_run()`` waits for them;
+- the same on PostgreSQL;
+- ``MlflowCallback(log_every_epoch=False, log_every_n_steps=1)`` on SQLite (a row per batch).
 
 PostgreSQL runs go into a schema made for this script run (through
 ``options=-csearch_path%3D<schema>``) and dropped at its end. If the server cannot be reached
-those rows are skipped with a message, unless ``--require-pg``.
+those rows are skipped with a message, unless ``--require-pg``. MLflow is installed only in
+``.venv-bench`` (``scripts/bench`` runs this script there); without it the MLflow rows are
+skipped with a message. As in ``bench_lightning.py``, MLflow gets one store per backend for the
+script run, made and migrated before the first run (``_common.MlflowStores``; on PostgreSQL a
+database of its own, dropped at the end) and holding the experiments already; it is kept offline
+and quiet (telemetry off, no logging setup, no server, ``HF_HUB_OFFLINE=1``).
 
 As in ``bench_lightning.py``: each configuration is warmed up once (first-use costs; it also
 creates the sqltrack tables, as a user's existing database already has them), then
@@ -33,7 +56,7 @@ repetition, so that machine noise falls on all configurations alike. Torch uses 
 thread (``--threads``). Each measurement builds a fresh model, Trainer / compiled model,
 callback and temporary directory; only ``train()`` / ``fit()`` is timed
 (``time.perf_counter``). Both include the callback's ``on_train_end``, which finishes the run,
-so sqltrack's writer has committed every row when they return. The figure is steps/s:
+so sqltrack's writer has committed every row when they return (and MLflow's queue is drained). The figure is steps/s:
 ``trainer.state.global_step / train() wall time`` (HF), total batches / ``fit()`` wall time
 (Keras); the table gives the median over repeats, min / max, and the slowdown against the
 baselines (positive = slower); next to it, the process's CPU time per step
@@ -45,7 +68,9 @@ After each measured run (untimed), the sqltrack runs are checked through
 ``sqltrack_core.connect(url).metrics(run_id)``: HF, one ``loss`` per optimizer step; Keras,
 one ``loss`` per epoch (per batch with ``log_every_n_batches=1``, plus one ``epoch`` value per
 epoch); status ``completed`` and the final weights registered; any warning from sqltrack fails
-the script too. A benchmark of a callback that silently logged nothing would be worthless.
+the script too. The MLflow runs likewise, through ``MlflowClient.get_metric_history`` (the same
+``loss`` counts), status ``FINISHED``. A benchmark of a callback that silently logged nothing
+would be worthless.
 
 Usage::
 
@@ -53,6 +78,7 @@ Usage::
     python tests/benchmarks/bench_integrations.py --repeat 1 --only keras   # one suite
     python tests/benchmarks/bench_integrations.py --pg-url postgresql://... --require-pg
     python tests/benchmarks/bench_integrations.py --profile hf-sqlite   # cProfile one run
+    .venv-bench/bin/python tests/benchmarks/bench_integrations.py --repeat 1   # with MLflow
 
 This file is a script, not a test module (pytest collects only ``test_*.py``).
 """
@@ -67,6 +93,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
 import argparse
+import contextlib
 import datetime as dt
 import gc
 import platform
@@ -92,9 +119,12 @@ import transformers  # noqa: E402
 from _common import (  # noqa: E402
     DEFAULT_PG_URL,
     git_revision,
+    mlflow_missing,
+    open_mlflow_stores,
     pg_admin,
     pg_unavailable,
     pg_version,
+    quiet_mlflow,
     with_search_path,
 )
 from transformers import (  # noqa: E402
@@ -112,8 +142,10 @@ from sqltrack_integrations.keras import SQLTrackKerasCallback  # noqa: E402
 from sqltrack_integrations.transformers import SQLTrackCallback  # noqa: E402
 
 transformers.logging.set_verbosity_error()
+quiet_mlflow()  # before MLflow is imported (only by the MLflow configurations)
 
 TARGET_PCT = 3.0  # each sqltrack configuration at most this much slower than the baseline
+MLFLOW_BACKENDS = (("sqlite", "sqlite", "SQLite"), ("postgresql", "pg", "PostgreSQL"))
 
 
 # -- the training loops -----------------------------------------------------------------------
@@ -152,6 +184,7 @@ class Measurement:
     cpu: float  # this process's CPU seconds during it
     steps: int
     callback: Any  # the sqltrack callback, or None
+    mlflow_run_id: str | None = None  # the MLflow run, for an MLflow configuration
 
 
 @dataclass
@@ -160,7 +193,8 @@ class Config:
     key: str
     make_callback: Callable[[Path], Any]  # fresh tmp dir -> callback (or None)
     url: str | None = None  # a sqltrack database, to check after each run
-    per_batch: bool = False  # Keras: log_every_n_batches=1
+    per_batch: bool = False  # Keras: a row per batch (log_every_n_batches / log_every_n_steps=1)
+    mlflow_uri: str | None = None  # an MLflow tracking store, to check after each run
     steps_per_s: list[float] = field(default_factory=list)
     cpu_s: list[float] = field(default_factory=list)
 
@@ -196,6 +230,8 @@ class Suite:
     also_against: tuple[str, ...] = ()  # further keys to compare with
     steps: int
     configs: list[Config]
+    notes: tuple[str, ...] = ()  # lines under the table
+    mlflow_notes: tuple[str, ...] = ()  # the same, when it has MLflow rows
 
     def run_once(self, config: Config, workdir: Path, profile: Path | None) -> Measurement:
         raise NotImplementedError
@@ -213,14 +249,33 @@ class HFSuite(Suite):
     title = "SQLTrackCallback (transformers.Trainer)"
     baseline = "hf-none"
 
-    def __init__(self, args: argparse.Namespace, tmp: Path, pg_url: str | None) -> None:
+    experiment = "bench-integrations-hf"
+    notes = (
+        'Baseline: no callback, `report_to="none"`; no file-logging row: the Trainer keeps '
+        'its log in memory (`state.log_history`) and, with `save_strategy="no"`, writes no '
+        "file (`trainer_state.json` only comes with a checkpoint).",
+    )
+    mlflow_notes = (
+        'MLflow: `report_to="mlflow"` (transformers\' MLflowCallback, `MLFLOW_TRACKING_URI` '
+        "and `MLFLOW_EXPERIMENT_NAME` set): params at the start, metrics each step with "
+        "`synchronous=False`, `end_run()` (which drains MLflow's queue) inside `train()`.",
+    )
+
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        tmp: Path,
+        pg_url: str | None,
+        mlflow_uris: dict[str, str],
+    ) -> None:
         self.epochs = args.hf_epochs
         self.samples = args.hf_samples
         self.batch_size = args.hf_batch_size
         self.steps = self.epochs * -(-self.samples // self.batch_size)
         self.data = TokenData(self.samples)
+        self.mlflow_runs: set[str] = set()  # seen, so that an old run is not checked again
         sqlite_url = f"sqlite:///{tmp / 'bench-hf.db'}"
-        experiment = "bench-integrations-hf"
+        experiment = self.experiment
         self.configs = [
             Config("no callback", "hf-none", lambda d: None),
             Config(
@@ -239,10 +294,27 @@ class HFSuite(Suite):
                     pg_url,
                 )
             )
+        for backend, short, name in MLFLOW_BACKENDS:
+            if backend in mlflow_uris:
+                self.configs.append(
+                    Config(
+                        f'report_to="mlflow", {name}',
+                        f"hf-mlflow-{short}",
+                        lambda d: None,
+                        mlflow_uri=mlflow_uris[backend],
+                    )
+                )
 
     def run_once(self, config: Config, workdir: Path, profile: Path | None) -> Measurement:
         torch.manual_seed(0)
         callback = config.make_callback(workdir)
+        if config.mlflow_uri is not None:
+            import mlflow
+
+            # as its users configure transformers' MLflowCallback, before train()
+            os.environ["MLFLOW_TRACKING_URI"] = config.mlflow_uri
+            os.environ["MLFLOW_EXPERIMENT_NAME"] = self.experiment
+            mlflow.set_tracking_uri(config.mlflow_uri)  # a URI set earlier would win over the env
         args = TrainingArguments(
             output_dir=str(workdir),
             per_device_train_batch_size=self.batch_size,
@@ -250,7 +322,7 @@ class HFSuite(Suite):
             learning_rate=1e-3,
             logging_steps=1,
             save_strategy="no",
-            report_to="none",
+            report_to="none" if config.mlflow_uri is None else "mlflow",
             use_cpu=True,
             disable_tqdm=True,
             seed=0,
@@ -266,7 +338,15 @@ class HFSuite(Suite):
         steps = trainer.state.global_step
         if steps != self.steps:
             raise RuntimeError(f"{config.label}: {steps} steps, expected {self.steps}")
-        return Measurement(elapsed, cpu, steps, callback)
+        run_id = None
+        if config.mlflow_uri is not None:
+            if mlflow.active_run() is not None:
+                raise RuntimeError(f"{config.label}: MLflowCallback left its run open")
+            last = mlflow.last_active_run()  # the run MLflowCallback started, if it did
+            if last is not None and last.info.run_id not in self.mlflow_runs:
+                run_id = last.info.run_id
+                self.mlflow_runs.add(run_id)
+        return Measurement(elapsed, cpu, steps, callback, run_id)
 
     def expected(self, config: Config) -> dict[str, int]:
         return {"loss": self.steps}
@@ -284,8 +364,20 @@ class KerasSuite(Suite):
     title = "SQLTrackKerasCallback (Keras 3 fit, torch backend)"
     baseline = "keras-csv"
     also_against = ("keras-none",)
+    experiment = "bench-integrations-keras"
+    mlflow_notes = (
+        "MLflow: `mlflow.keras.MlflowCallback` inside `with mlflow.start_run()` (it needs an "
+        "active run; both timed): params and the model summary (an artifact) at the start, "
+        "metrics with `synchronous=False`, drained by `end_run()`.",
+    )
 
-    def __init__(self, args: argparse.Namespace, tmp: Path, pg_url: str | None) -> None:
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        tmp: Path,
+        pg_url: str | None,
+        mlflow_uris: dict[str, str],
+    ) -> None:
         self.epochs = args.keras_epochs
         self.batches = args.keras_batches
         self.batch_size = args.keras_batch_size
@@ -296,7 +388,7 @@ class KerasSuite(Suite):
         weights = np.linspace(-1.0, 1.0, self.features, dtype="float32")[:, None]
         self.y = self.x @ weights + 0.1 * rng.normal(size=(len(self.x), 1)).astype("float32")
         sqlite_url = f"sqlite:///{tmp / 'bench-keras.db'}"
-        experiment = "bench-integrations-keras"
+        experiment = self.experiment
         self.configs = [
             Config("no callback", "keras-none", lambda d: None),
             Config(
@@ -327,6 +419,26 @@ class KerasSuite(Suite):
                 per_batch=True,
             )
         )
+        for backend, short, name in MLFLOW_BACKENDS:
+            if backend in mlflow_uris:
+                self.configs.append(
+                    Config(
+                        f"MlflowCallback, {name}",
+                        f"keras-mlflow-{short}",
+                        lambda d: mlflow_keras_callback(),
+                        mlflow_uri=mlflow_uris[backend],
+                    )
+                )
+        if "sqlite" in mlflow_uris:
+            self.configs.append(
+                Config(
+                    "MlflowCallback, SQLite, log_every_n_steps=1",
+                    "keras-mlflow-sqlite-batches",
+                    lambda d: mlflow_keras_callback(log_every_epoch=False, log_every_n_steps=1),
+                    mlflow_uri=mlflow_uris["sqlite"],
+                    per_batch=True,
+                )
+            )
 
     def run_once(self, config: Config, workdir: Path, profile: Path | None) -> Measurement:
         keras.utils.set_random_seed(0)
@@ -352,7 +464,23 @@ class KerasSuite(Suite):
                 callbacks=[] if callback is None else [callback],
             )
 
-        elapsed, cpu = timed(config, fit, profile)
+        run_ids: list[str] = []
+        if config.mlflow_uri is None:
+            elapsed, cpu = timed(config, fit, profile)
+        else:
+            import mlflow
+
+            mlflow.set_tracking_uri(config.mlflow_uri)
+            found = mlflow.MlflowClient(config.mlflow_uri).get_experiment_by_name(self.experiment)
+            assert found is not None  # made with the store
+            experiment_id = found.experiment_id
+
+            def fit_in_run() -> None:  # MlflowCallback logs to the active run
+                with mlflow.start_run(experiment_id=experiment_id) as run:
+                    run_ids.append(run.info.run_id)
+                    fit()
+
+            elapsed, cpu = timed(config, fit_in_run, profile)
         steps = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
         if steps != self.steps:
             raise RuntimeError(f"{config.label}: {steps} steps, expected {self.steps}")
@@ -360,12 +488,19 @@ class KerasSuite(Suite):
             rows = (workdir / "log.csv").read_text().strip().splitlines()
             if len(rows) != self.epochs + 1:
                 raise RuntimeError(f"{config.label}: {len(rows)} CSV lines, expected header+epochs")
-        return Measurement(elapsed, cpu, steps, callback if config.url is not None else None)
+        return Measurement(
+            elapsed,
+            cpu,
+            steps,
+            callback if config.url is not None else None,
+            run_ids[0] if run_ids else None,
+        )
 
     def expected(self, config: Config) -> dict[str, int]:
-        if config.per_batch:
-            return {"loss": self.steps, "epoch": self.epochs}
-        return {"loss": self.epochs, "epoch": self.epochs}
+        loss = self.steps if config.per_batch else self.epochs
+        if config.mlflow_uri is not None:
+            return {"loss": loss}  # MlflowCallback logs Keras' logs only, no epoch value
+        return {"loss": loss, "epoch": self.epochs}
 
     def header(self) -> str:
         return (
@@ -374,7 +509,11 @@ class KerasSuite(Suite):
         )
 
 
-# -- PostgreSQL -------------------------------------------------------------------------------
+def mlflow_keras_callback(**kwargs: Any) -> Any:
+    """``mlflow.keras.MlflowCallback(**kwargs)``, imported only when MLflow is installed."""
+    from mlflow.keras import MlflowCallback
+
+    return MlflowCallback(**kwargs)
 
 
 # -- one measurement --------------------------------------------------------------------------
@@ -392,6 +531,8 @@ def measure_once(
 
 def check_recorded(suite: Suite, config: Config, m: Measurement) -> None:
     """The run holds what the training logged; raises otherwise (untimed)."""
+    if config.mlflow_uri is not None:
+        check_mlflow(suite, config, m)
     if config.url is None:
         return
     run_id = m.callback.run_id
@@ -422,6 +563,25 @@ def check_recorded(suite: Suite, config: Config, m: Measurement) -> None:
         raise RuntimeError(f"{config.label}, run {run_id}: " + "; ".join(problems))
 
 
+def check_mlflow(suite: Suite, config: Config, m: Measurement) -> None:
+    """The MLflow run holds every value expected and has finished; raises otherwise (untimed)."""
+    from mlflow import MlflowClient
+
+    if m.mlflow_run_id is None:
+        raise RuntimeError(f"{config.label}: no MLflow run was started")
+    client = MlflowClient(config.mlflow_uri)
+    problems = []
+    for key, want in suite.expected(config).items():
+        got = len(client.get_metric_history(m.mlflow_run_id, key))
+        if got != want:
+            problems.append(f"{got} {key} values, expected {want}")
+    status = client.get_run(m.mlflow_run_id).info.status
+    if status != "FINISHED":
+        problems.append(f"status {status!r}, expected 'FINISHED'")
+    if problems:
+        raise RuntimeError(f"{config.label}, MLflow run {m.mlflow_run_id}: " + "; ".join(problems))
+
+
 def run_suite(suite: Suite, tmp: Path, repeat: int) -> None:
     configs = suite.configs
     for c in configs:  # warm-up, not counted
@@ -444,7 +604,7 @@ def run_suite(suite: Suite, tmp: Path, repeat: int) -> None:
 # -- report -----------------------------------------------------------------------------------
 
 
-def preamble(args: argparse.Namespace, pg_note: str, total_s: float) -> list[str]:
+def preamble(args: argparse.Namespace, pg_note: str, mlflow_note: str, total_s: float) -> list[str]:
     import sqlite3
 
     return [
@@ -453,6 +613,7 @@ def preamble(args: argparse.Namespace, pg_note: str, total_s: float) -> list[str
         f"({torch.get_num_threads()} threads); transformers {transformers.__version__}; "
         f"keras {keras.__version__} (backend {keras.backend.backend()})",
         f"- databases: SQLite {sqlite3.sqlite_version}; {pg_note}",
+        f"- MLflow: {mlflow_note}",
         f"- date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}; "
         f"sqltrack-core {sqltrack.__version__} @ {git_revision()}; script took {total_s:.0f} s",
         f"- command: `{' '.join([Path(sys.executable).name, *sys.argv])}`",
@@ -502,6 +663,8 @@ def report(suite: Suite, repeat: int) -> str:
         f"{base.label} (slowdown = the baseline's median steps/s / this one's - 1, i.e. extra "
         "wall time per step; positive = slower).",
         "Verdict (on wall time): " + "; ".join(verdicts) + ".",
+        *suite.notes,
+        *(suite.mlflow_notes if any(c.mlflow_uri for c in suite.configs) else ()),
     ]
     return "\n".join(lines)
 
@@ -535,8 +698,9 @@ def main(argv: list[str] | None = None) -> int:
         metavar="CONFIG",
         default=None,
         help="instead of benchmarking, cProfile one run of CONFIG (hf-none, hf-sqlite, hf-pg, "
-        "keras-none, keras-csv, keras-sqlite, keras-pg, keras-sqlite-batches) after a warm-up "
-        "and print the top costs",
+        "hf-mlflow-sqlite, hf-mlflow-pg, keras-none, keras-csv, keras-sqlite, keras-pg, "
+        "keras-sqlite-batches, keras-mlflow-sqlite, keras-mlflow-pg, "
+        "keras-mlflow-sqlite-batches) after a warm-up and print the top costs",
     )
     parser.add_argument("--profile-top", type=int, default=30)
     args = parser.parse_args(argv)
@@ -558,15 +722,32 @@ def main(argv: list[str] | None = None) -> int:
         pg_note = pg_version(args.pg_url)
         schema = f"bench_integrations_{uuid.uuid4().hex[:12]}"
         pg_admin(args.pg_url, f'CREATE SCHEMA "{schema}"')
+    missing = mlflow_missing()
+    if missing is not None:
+        print(f"note: {missing}; the MLflow rows are skipped", file=sys.stderr)
+        mlflow_note = "not installed here, skipped"
+    else:
+        import mlflow
+
+        mlflow_note = f"{mlflow.__version__}, database tracking store, no server"
     try:
-        with tempfile.TemporaryDirectory(prefix="sqltrack-bench-integrations-") as tmp_name:
+        with (
+            tempfile.TemporaryDirectory(prefix="sqltrack-bench-integrations-") as tmp_name,
+            contextlib.ExitStack() as stack,  # MLflow's stores: dropped before tmp goes
+        ):
             tmp = Path(tmp_name)
             pg = None if schema is None else with_search_path(args.pg_url, schema)
+            experiments = [HFSuite.experiment, KerasSuite.experiment]
+            mlflow_uris = (
+                {}
+                if missing
+                else open_mlflow_stores(stack, args.pg_url, schema is not None, tmp, experiments)
+            )
             suites: list[Suite] = []
             if args.only in (None, "hf"):
-                suites.append(HFSuite(args, tmp, pg))
+                suites.append(HFSuite(args, tmp, pg, mlflow_uris))
             if args.only in (None, "keras"):
-                suites.append(KerasSuite(args, tmp, pg))
+                suites.append(KerasSuite(args, tmp, pg, mlflow_uris))
             if args.profile is not None:
                 return profile(suites, tmp, args)
             for suite in suites:
@@ -575,7 +756,12 @@ def main(argv: list[str] | None = None) -> int:
         if schema is not None:
             pg_admin(args.pg_url, f'DROP SCHEMA "{schema}" CASCADE')
     total_s = time.perf_counter() - started
-    print("\n".join(["## sqltrack integrations overhead", "", *preamble(args, pg_note, total_s)]))
+    lines = [
+        "## sqltrack integrations overhead",
+        "",
+        *preamble(args, pg_note, mlflow_note, total_s),
+    ]
+    print("\n".join(lines))
     for suite in suites:
         print()
         print(report(suite, args.repeat))
