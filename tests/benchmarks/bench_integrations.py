@@ -47,7 +47,9 @@ those rows are skipped with a message, unless ``--require-pg``. MLflow is instal
 skipped with a message. As in ``bench_lightning.py``, MLflow gets one store per backend for the
 script run, made and migrated before the first run (``_common.MlflowStores``; on PostgreSQL a
 database of its own, dropped at the end) and holding the experiments already; it is kept offline
-and quiet (telemetry off, no logging setup, no server, ``HF_HUB_OFFLINE=1``).
+and quiet (telemetry off, no logging setup, no server, ``HF_HUB_OFFLINE=1``). With
+``synchronous=False`` MLflow's worker polls its queue with a 1 s timeout, so each run's end may
+wait up to a second with nothing to do: a fixed cost per run that its users pay too, counted.
 
 As in ``bench_lightning.py``: each configuration is warmed up once (first-use costs; it also
 creates the sqltrack tables, as a user's existing database already has them), then
@@ -146,6 +148,12 @@ quiet_mlflow()  # before MLflow is imported (only by the MLflow configurations)
 
 TARGET_PCT = 3.0  # each sqltrack configuration at most this much slower than the baseline
 MLFLOW_BACKENDS = (("sqlite", "sqlite", "SQLite"), ("postgresql", "pg", "PostgreSQL"))
+# MLflow 3.17's AsyncLoggingQueue: its worker waits on queue.get(timeout=1) and only then sees
+# the stop event, so each run's end can wait up to a second with nothing to do
+ASYNC_NOTE = (
+    "Its async worker polls its queue with a 1 s timeout, so each run's end may wait up to ~1 s "
+    "idle: wall time well above CPU time, a fixed cost per run."
+)
 
 
 # -- the training loops -----------------------------------------------------------------------
@@ -258,7 +266,8 @@ class HFSuite(Suite):
     mlflow_notes = (
         'MLflow: `report_to="mlflow"` (transformers\' MLflowCallback, `MLFLOW_TRACKING_URI` '
         "and `MLFLOW_EXPERIMENT_NAME` set): params at the start, metrics each step with "
-        "`synchronous=False`, `end_run()` (which drains MLflow's queue) inside `train()`.",
+        "`synchronous=False`, `end_run()` (which drains MLflow's queue) inside `train()`. "
+        + ASYNC_NOTE,
     )
 
     def __init__(
@@ -368,7 +377,7 @@ class KerasSuite(Suite):
     mlflow_notes = (
         "MLflow: `mlflow.keras.MlflowCallback` inside `with mlflow.start_run()` (it needs an "
         "active run; both timed): params and the model summary (an artifact) at the start, "
-        "metrics with `synchronous=False`, drained by `end_run()`.",
+        "metrics with `synchronous=False`, drained by `end_run()`. " + ASYNC_NOTE,
     )
 
     def __init__(
