@@ -9,7 +9,8 @@ steps: 200,000 rows, ~804k values), so 100 x W is 20,000 runs and 20M rows. It p
   with its TOAST and maps, and its indexes), after ``VACUUM ANALYZE``;
 - three readers against the hand-written SQL of ``bench_core.py``, through the bare driver,
   timed alternately (medians of ``--repeat``, after one warm-up call each; both answers checked
-  equal first): "best val_acc and last train_loss per run" (``tracker.runs(metrics=...)``),
+  equal first): "best val_acc and last train_loss per run" (``tracker.runs(metrics=...)``;
+  again for the runs of one experiment, ``tracker.runs(experiment, metrics=...)``),
   "top ten runs by best val_acc" (``tracker.runs`` sorted and cut in pandas, or with
   ``order_by``/``limit`` where ``tracker.runs`` takes them, vs ``ORDER BY ... LIMIT 10``) and
   "one run's history" (``tracker.metrics(run_id)`` vs ``SELECT * FROM metrics WHERE run_id =
@@ -76,6 +77,14 @@ import sqltrack_core as sqltrack
 
 EXPERIMENT = "bench-scale"
 SUMMARY = {"val/acc": "max", "train/loss": "last"}
+# HAND_SQL for the runs of one experiment, as `tracker.runs(experiment, ...)` selects them
+HAND_EXPERIMENT_SQL = (
+    "SELECT m.run_id, max(m.val_acc) AS best_val_acc, "
+    "(SELECT l.train_loss FROM metrics l WHERE l.run_id = m.run_id "
+    "AND l.train_loss IS NOT NULL ORDER BY l.step DESC LIMIT 1) AS last_train_loss "
+    "FROM metrics m WHERE m.run_id IN (SELECT r.id FROM runs r JOIN experiments e "
+    "ON e.id = r.experiment_id WHERE e.name = %s) GROUP BY m.run_id ORDER BY m.run_id"
+)
 TOP = {"val/acc": "max"}
 TOP_COLUMN = "val/acc:max"
 SETTINGS = ("shared_buffers", "work_mem", "max_parallel_workers_per_gather", "jit")
@@ -189,6 +198,8 @@ def fill(conn: psycopg.Connection[Any], scale: int, args: argparse.Namespace) ->
         progress(f"    {done:,} rows, {time.perf_counter() - t:.0f} s")
     fill_s = time.perf_counter() - t
     t = time.perf_counter()
+    # as autovacuum would by now; it never analyzes experiments (one row: under its threshold
+    # of 50 changes), so neither does this
     conn.execute("VACUUM ANALYZE metrics")
     conn.execute("VACUUM ANALYZE runs")
     return {"clone_s": clone_s, "fill_s": fill_s, "vacuum_s": time.perf_counter() - t}
@@ -242,6 +253,9 @@ def bench_readers(url: str, run_id: int, repeat: int) -> dict[str, float]:
         def hand() -> list[tuple[Any, ...]]:
             return conn.execute(HAND_SQL).fetchall()
 
+        def hand_experiment() -> list[tuple[Any, ...]]:
+            return conn.execute(HAND_EXPERIMENT_SQL, (EXPERIMENT,)).fetchall()
+
         def hand_top10() -> list[tuple[Any, ...]]:
             return conn.execute(HAND_TOP10_SQL).fetchall()
 
@@ -252,6 +266,9 @@ def bench_readers(url: str, run_id: int, repeat: int) -> dict[str, float]:
         df = tracker.runs(metrics=SUMMARY)
         got = list(zip(df["id"], df["val/acc:max"], df["train/loss:last"], strict=True))
         check_per_run("runs()", hand(), got)
+        df = tracker.runs(EXPERIMENT, metrics=SUMMARY)
+        got = list(zip(df["id"], df["val/acc:max"], df["train/loss:last"], strict=True))
+        check_per_run("runs(experiment)", hand_experiment(), got)
         df = top_ten(tracker)
         check_per_run(
             "top ten runs", hand_top10(), list(zip(df["id"], df[TOP_COLUMN], strict=True))
@@ -265,6 +282,7 @@ def bench_readers(url: str, run_id: int, repeat: int) -> dict[str, float]:
         out: dict[str, float] = {}
         pairs: list[tuple[str, Callable[[], Any], Callable[[], Any]]] = [
             ("runs", lambda: tracker.runs(metrics=SUMMARY), hand),
+            ("experiment", lambda: tracker.runs(EXPERIMENT, metrics=SUMMARY), hand_experiment),
             ("top10", lambda: top_ten(tracker), hand_top10),
             ("history", lambda: tracker.metrics(run_id), hand_history),
         ]
@@ -296,6 +314,8 @@ def bench_scale(scale: int, args: argparse.Namespace) -> dict[str, float]:
         result.update(bench_readers(url, first_id + int(result["runs"]) // 2, args.repeat))
         progress(
             f"    runs() {result['runs_ms']:.1f} ms vs SQL {result['runs_hand_ms']:.1f} ms, "
+            f"of one experiment {result['experiment_ms']:.1f} vs "
+            f"{result['experiment_hand_ms']:.1f} ms, "
             f"top ten {result['top10_ms']:.1f} vs {result['top10_hand_ms']:.1f} ms, "
             f"metrics() {result['history_ms']:.1f} vs {result['history_hand_ms']:.1f} ms"
         )
@@ -329,7 +349,7 @@ def report(
         f"- machine: {platform.node()}, {os.cpu_count()} CPUs, {platform.platform()}; "
         f"Python {platform.python_version()}; {pg_version(args.pg_url)}; {settings(args.pg_url)}",
         f"- date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}; "
-        f"sqltrack-core {sqltrack.__version__} @ {git_revision()}; script took {total_s:.0f} s",
+        f"sqltrack-core {sqltrack.__version__} @ {args.revision}; script took {total_s:.0f} s",
         f"- command: `{' '.join([Path(sys.executable).name, *sys.argv])}`",
         f"- data: {args.runs} runs through the API, the others copies made in SQL; rows "
         "generated server-side, run after run; `VACUUM ANALYZE` before timing",
@@ -374,6 +394,12 @@ def report(
             '`tracker.runs(metrics={"val/acc": "max", "train/loss": "last"})`',
             "hand-written SQL (`GROUP BY run_id`, last value by subquery)",
             "runs() / SQL",
+        ),
+        (
+            "experiment",
+            f'the same for one experiment (all runs): `tracker.runs("{EXPERIMENT}", metrics=...)`',
+            "hand-written SQL, `WHERE run_id IN (SELECT ... WHERE e.name = %s)`",
+            "runs(experiment) / SQL",
         ),
         ("top10", TOP_LABEL, "hand-written SQL, `ORDER BY ... DESC LIMIT 10`", "top ten / SQL"),
         (
@@ -441,6 +467,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--runs, --steps, --val-every, --repeat and --chunk-runs must be at least 1")
     if args.steps < args.val_every:
         parser.error("--steps must be at least --val-every (W needs validation values)")
+    args.revision = git_revision()  # now: the checkout may change during a long run
     started = time.perf_counter()
     results = {}
     for scale in args.scales:
