@@ -134,6 +134,22 @@ def test_int_written_after_another_process_widened_the_column(
     assert list(df["y"].fillna(-1.0)) == [0.5, -1.0, 1.5, 2.5]
 
 
+def test_readers_keep_working_after_another_process_widens_a_column(
+    tracker: sqltrack.Tracker, db_url: str
+) -> None:
+    """Verify that the same reader query, asked many times (a driver may prepare it), still
+    answers after another process widened a column it returns."""
+    with tracker.start_run("widen") as run:
+        run.log({"x": 7}, step=0)
+    for _ in range(8):
+        assert list(tracker.metrics(run.id)["x"]) == [7]
+        assert list(tracker.runs(metrics={"x": "max"})["x:max"]) == [7]
+    with sqltrack.connect(db_url) as other, other.start_run("widen") as widening:
+        widening.log({"x": 0.5}, step=0)
+    assert list(tracker.metrics(run.id)["x"]) == [7.0]
+    assert list(tracker.runs(metrics={"x": "max"})["x:max"]) == [7.0, 0.5]
+
+
 # -- values that do not fit their column ------------------------------------------------------
 
 MISFITS = [

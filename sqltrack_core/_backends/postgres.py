@@ -65,7 +65,9 @@ class PostgresBackend:
 
     def _connect(self) -> None:
         psycopg = self._psycopg
-        kwargs: dict[str, Any] = {"autocommit": True}
+        # Never prepare statements: a reader's prepared SELECT on metrics fails ("cached plan
+        # must not change result type") once another connection widens one of its columns.
+        kwargs: dict[str, Any] = {"autocommit": True, "prepare_threshold": None}
         query = parse_qs(urlsplit(self._dsn).query)
         if "connect_timeout" not in query and "PGCONNECT_TIMEOUT" not in os.environ:
             kwargs["connect_timeout"] = CONNECT_TIMEOUT_S
