@@ -26,7 +26,21 @@ every repetition:
   the latest value of each metric but no maximum, so the best value comes from
   ``MlflowClient.get_metric_history`` per run, as a user would write it (``search_runs`` alone
   is timed too). Both answers are checked against each other and against the workload's own
-  numbers (the script fails if they differ); the three are timed alternately.
+  numbers (the script fails if they differ); the three are timed alternately;
+- the analysis "top ten runs by best val/acc" (min(10, ``--runs``) runs: W's default has 5),
+  within W's experiment: ``tracker.runs(metrics={"val/acc": "max"}, order_by="-val/acc:max",
+  limit=10)`` vs ``MlflowClient.search_runs`` (the cheaper of MLflow's two searches: no
+  DataFrame) + ``get_metric_history(run_id, "val/acc")`` per run, sorted in Python: search can
+  order by ``metrics.val/acc``, but that is the latest value, and MLflow 3's public API has no
+  maximum over a history, nor the histories of several runs in one call;
+- the analysis "one run's history" (W's middle run, as in ``bench_core.py``):
+  ``tracker.metrics(run_id)`` (one row per step, the six keys as columns) vs
+  ``MlflowClient.get_metric_history(run_id, key)`` for each of the six keys (one key a call is
+  all its API offers), assembled into one row per step in plain Python (a DataFrame would add
+  time on MLflow's side only).
+
+  Both are checked like the first, against each other and W's own numbers, then timed
+  alternately.
 
 The counts of values stored are checked after every ingest. MLflow is kept quiet and offline:
 telemetry off (``MLFLOW_DISABLE_TELEMETRY``, ``DO_NOT_TRACK``), no logging configuration, no
@@ -89,6 +103,8 @@ import sqltrack_core as sqltrack  # noqa: E402
 BACKENDS = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
 MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch
 SPEC = {"val/acc": "max", "train/loss": "last"}
+KEYS = TRAIN_KEYS + VAL_KEYS
+TOP = 10  # "top ten runs"; fewer when W has fewer runs
 FULL = {"runs": 5, "steps": 300, "val_every": 30, "log_calls": 300, "repeat": 3, "query_repeat": 9}
 QUICK = {"runs": 3, "steps": 100, "val_every": 20, "log_calls": 100, "repeat": 1, "query_repeat": 3}
 
@@ -298,6 +314,43 @@ def search_mlflow(experiment: str) -> Any:
     return mlflow.search_runs(experiment_ids=[experiment])
 
 
+def top_sqltrack(tracker: Any, top: int) -> Any:
+    return tracker.runs("bench-w", metrics={"val/acc": "max"}, order_by="-val/acc:max", limit=top)
+
+
+def answer_top_sqltrack(df: Any) -> list[tuple[str, float]]:
+    return [(str(n), float(b)) for n, b in zip(df["name"], df["val/acc:max"], strict=True)]
+
+
+def top_mlflow(client: MlflowClient, experiment: str, top: int) -> list[tuple[str, float]]:
+    """The `top` runs by best val/acc: every run's history, sorted here, as a user must.
+
+    ``search_runs(order_by=["metrics.`val/acc` DESC"])`` orders by the latest value, which is
+    not the best one, and no public call returns the histories of several runs at once.
+    """
+    best = [
+        (
+            run.info.run_name,
+            max(m.value for m in client.get_metric_history(run.info.run_id, "val/acc")),
+        )
+        for run in client.search_runs([experiment])
+    ]
+    return sorted(best, key=lambda item: item[1], reverse=True)[:top]
+
+
+def history_sqltrack(tracker: Any, run_id: int) -> Any:
+    return tracker.metrics(run_id)
+
+
+def history_mlflow(client: MlflowClient, run_id: str) -> dict[int, dict[str, float]]:
+    """One run's history as step -> {key: value}, from one get_metric_history call per key."""
+    rows: dict[int, dict[str, float]] = {}
+    for key in KEYS:
+        for m in client.get_metric_history(run_id, key):
+            rows.setdefault(m.step, {})[key] = m.value
+    return dict(sorted(rows.items()))
+
+
 def check_answers(w: Workload, ours: dict[str, Any], theirs: dict[str, Any]) -> None:
     expected = {f"run-{r}": (max(d[5]), d[0][-1]) for r, d in enumerate(w.data)}
     for label, got in (("sqltrack runs()", ours), ("MLflow", theirs)):
@@ -310,6 +363,41 @@ def check_answers(w: Workload, ours: dict[str, Any], theirs: dict[str, Any]) -> 
                     f"{label}, {name}: best val/acc {g_best!r}, last train/loss {g_last!r}; "
                     f"expected {best!r}, {last!r}"
                 )
+
+
+def check_top(
+    w: Workload, top: int, ours: list[tuple[str, float]], theirs: list[tuple[str, float]]
+) -> None:
+    """Both name W's `top` runs by best val/acc, best first, with those values."""
+    best = [(f"run-{r}", max(d[5])) for r, d in enumerate(w.data)]
+    expected = sorted(best, key=lambda item: item[1], reverse=True)[:top]
+    for label, got in (("sqltrack runs(order_by=, limit=)", ours), ("MLflow", theirs)):
+        if [name for name, _ in got] != [name for name, _ in expected] or not all(
+            math.isclose(g, e, rel_tol=1e-12) for (_, g), (_, e) in zip(got, expected, strict=True)
+        ):
+            fail(f"{label}: top {top} runs {got!r}, expected {expected!r}")
+
+
+def check_history(w: Workload, r: int, ours: Any, theirs: dict[int, dict[str, float]]) -> None:
+    """Both histories of run r hold exactly W's values, one row per step, in step order."""
+    val_index = {s: i for i, s in enumerate(w.val_steps)}
+    expected = []
+    for s in range(w.steps):
+        v = val_index.get(s)
+        row = {key: w.data[r][k][s] for k, key in enumerate(TRAIN_KEYS)}
+        if v is not None:
+            row.update({key: w.data[r][4 + k][v] for k, key in enumerate(VAL_KEYS)})
+        expected.append((s, row))
+    ours_rows = [
+        (int(rec["step"]), {k: rec[k] for k in KEYS if not math.isnan(rec[k])})
+        for rec in ours.to_dict("records")
+    ]
+    for label, got in (("sqltrack metrics()", ours_rows), ("MLflow", list(theirs.items()))):
+        if [s for s, _ in got] != [s for s, _ in expected]:
+            fail(f"{label}: run-{r} has steps {[s for s, _ in got]}, expected 0..{w.steps - 1}")
+        for (s, g), (_, e) in zip(got, expected, strict=True):
+            if set(g) != set(e) or not all(math.isclose(g[k], e[k]) for k in e):
+                fail(f"{label}: run-{r}, step {s}: {g!r}, expected {e!r}")
 
 
 def median_ms(fns: list[Callable[[], Any]], repeat: int) -> list[float]:
@@ -388,11 +476,44 @@ def repetition(
             args.query_repeat,
         )
         result.update({"sqltrack_query_ms": ours, "mlflow_query_ms": theirs, "search_ms": search})
+
+        top = min(TOP, w.runs)
+        check_top(
+            w,
+            top,
+            answer_top_sqltrack(top_sqltrack(tracker, top)),
+            top_mlflow(client, experiment, top),
+        )
+        result["sqltrack_top_ms"], result["mlflow_top_ms"] = median_ms(
+            [
+                lambda: top_sqltrack(tracker, top),
+                lambda: top_mlflow(client, experiment, top),
+            ],
+            args.query_repeat,
+        )
+
+        r = w.runs // 2  # a run in the middle, as in bench_core.py
+        names = tracker.runs("bench-w")
+        (ours_id,) = names.loc[names["name"] == f"run-{r}", "id"]
+        (theirs_run,) = client.search_runs([experiment], f"tags.mlflow.runName = 'run-{r}'")
+        theirs_id = theirs_run.info.run_id
+        check_history(
+            w, r, history_sqltrack(tracker, int(ours_id)), history_mlflow(client, theirs_id)
+        )
+        result["sqltrack_history_ms"], result["mlflow_history_ms"] = median_ms(
+            [
+                lambda: history_sqltrack(tracker, int(ours_id)),
+                lambda: history_mlflow(client, theirs_id),
+            ],
+            args.query_repeat,
+        )
     print(
         f"  {backend} #{rep + 1}: log() {result['sqltrack_log_median_us']:.2f} µs vs "
         f"log_metrics {result['mlflow_log_median_us']:.0f} µs; ingest "
         f"{result['sqltrack_ingest_vps']:,.0f} vs batch {result['batch_ingest_vps']:,.0f} vs "
-        f"per-step {result['step_ingest_vps']:,.0f} values/s; query {ours:.1f} vs {theirs:.1f} ms",
+        f"per-step {result['step_ingest_vps']:,.0f} values/s; query {ours:.1f} vs {theirs:.1f} ms, "
+        f"top {result['sqltrack_top_ms']:.1f} vs {result['mlflow_top_ms']:.1f} ms, "
+        f"history {result['sqltrack_history_ms']:.1f} vs {result['mlflow_history_ms']:.1f} ms",
         file=sys.stderr,
         flush=True,
     )
@@ -420,10 +541,17 @@ def versions(backends: list[str], pg_url: str) -> str:
     return ", ".join(parts)
 
 
-def table(backend: str, res: list[dict[str, float]]) -> list[str]:
+def table(backend: str, res: list[dict[str, float]], w: Workload) -> list[str]:
     def us(prefix: str) -> str:
         a, b = med(res, prefix + "_median_us"), med(res, prefix + "_p99_us")
         return f"{a:,.0f} / {b:,.0f}" if a >= 100 else f"{a:.2f} / {b:.2f}"
+
+    top = min(TOP, w.runs)
+    top_label = (
+        "top ten runs by best val/acc"
+        if top == TOP
+        else f"top {top} runs by best val/acc (W has only {w.runs} runs, so limit={top})"
+    )
 
     def times(x: float) -> str:
         return f"**{x:,.0f}x**" if x >= 10 else f"**{x:.1f}x**"
@@ -454,6 +582,16 @@ def table(backend: str, res: list[dict[str, float]]) -> list[str]:
         f"| {times(med(res, 'mlflow_query_ms') / med(res, 'sqltrack_query_ms'))} |",
         "| `mlflow.search_runs` alone (last values only, no max) (ms) "
         f"| | {med(res, 'search_ms'):.1f} | |",
+        f'| {top_label} (ms): `tracker.runs(metrics={{"val/acc": "max"}}, '
+        f'order_by="-val/acc:max", limit={top})` vs `MlflowClient.search_runs` + '
+        "`get_metric_history` per run, sorted in Python (MLflow orders by latest values only) "
+        f"| {med(res, 'sqltrack_top_ms'):.1f} | {med(res, 'mlflow_top_ms'):.1f} "
+        f"| {times(med(res, 'mlflow_top_ms') / med(res, 'sqltrack_top_ms'))} |",
+        f"| one run's history, {w.steps:,} steps x {len(KEYS)} keys (ms): "
+        "`tracker.metrics(run_id)` vs `MlflowClient.get_metric_history(run_id, key)` per key, "
+        "into one row per step "
+        f"| {med(res, 'sqltrack_history_ms'):.1f} | {med(res, 'mlflow_history_ms'):.1f} "
+        f"| {times(med(res, 'mlflow_history_ms') / med(res, 'sqltrack_history_ms'))} |",
     ]
     return lines
 
@@ -472,13 +610,14 @@ def report(
         f"- date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}; "
         f"script took {total_s:.0f} s",
         f"- command: `{' '.join([Path(sys.executable).name, *sys.argv])}`",
-        f"- per-call figures over {args.log_calls:,} calls; queries over {w.runs} runs, "
+        f"- per-call figures over {args.log_calls:,} calls; queries over {w.runs} runs "
+        f"(the history: run-{w.runs // 2}'s), "
         f"medians of {args.query_repeat} alternated timings; both answers checked equal",
         "- MLflow: database tracking store (`sqlite:///file`, `postgresql+psycopg://`), "
         "synchronous logging (its default), no server; fresh stores for every measurement",
     ]
     for backend in backends:
-        lines += ["", *table(backend, res[backend])]
+        lines += ["", *table(backend, res[backend], w)]
     return "\n".join(lines)
 
 
