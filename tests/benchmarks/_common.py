@@ -88,6 +88,38 @@ def quiet_mlflow() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+def bench_schema(pg_url: str, prefix: str, *, require: bool) -> tuple[str | None, str]:
+    """A fresh schema ``<prefix>_<hex>`` for this script run, and a note on the server.
+
+    Without a server: (None, a note) after saying the PostgreSQL rows are skipped, or, with
+    `require`, an error and exit status 2.
+    """
+    from sqltrack_core._backends.base import mask_password
+
+    reason = pg_unavailable(pg_url)
+    if reason is not None:
+        message = f"PostgreSQL at {mask_password(pg_url)} is unreachable ({reason})"
+        if require:
+            print(f"error: {message} (--require-pg)", file=sys.stderr)
+            raise SystemExit(2)
+        print(f"note: {message}; the PostgreSQL rows are skipped", file=sys.stderr)
+        return None, "PostgreSQL: unreachable, skipped"
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    pg_admin(pg_url, f'CREATE SCHEMA "{schema}"')
+    return schema, pg_version(pg_url)
+
+
+def mlflow_note(how: str) -> str:
+    """MLflow's version and `how` it is run, or a note that its rows are skipped (said too)."""
+    missing = mlflow_missing()
+    if missing is not None:
+        print(f"note: {missing}; the MLflow rows are skipped", file=sys.stderr)
+        return "not installed here, skipped"
+    import mlflow
+
+    return f"{mlflow.__version__}, {how}"
+
+
 def mlflow_missing() -> str | None:
     """Why the MLflow rows cannot run in this environment, or None."""
     if importlib.util.find_spec("mlflow") is None:

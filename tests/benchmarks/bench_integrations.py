@@ -104,7 +104,6 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -120,12 +119,12 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 from _common import (  # noqa: E402
     DEFAULT_PG_URL,
+    bench_schema,
     git_revision,
     mlflow_missing,
+    mlflow_note,
     open_mlflow_stores,
     pg_admin,
-    pg_unavailable,
-    pg_version,
     quiet_mlflow,
     with_search_path,
 )
@@ -138,7 +137,6 @@ from transformers import (  # noqa: E402
 )
 
 import sqltrack_core as sqltrack  # noqa: E402
-from sqltrack_core._backends.base import mask_password  # noqa: E402
 from sqltrack_core.errors import SQLTrackWarning  # noqa: E402
 from sqltrack_integrations.keras import SQLTrackKerasCallback  # noqa: E402
 from sqltrack_integrations.transformers import SQLTrackCallback  # noqa: E402
@@ -718,27 +716,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
 
-    reason = pg_unavailable(args.pg_url)
-    schema = None
-    if reason is not None:
-        message = f"PostgreSQL at {mask_password(args.pg_url)} is unreachable ({reason})"
-        if args.require_pg:
-            print(f"error: {message} (--require-pg)", file=sys.stderr)
-            return 2
-        print(f"note: {message}; the PostgreSQL rows are skipped", file=sys.stderr)
-        pg_note = "PostgreSQL: unreachable, skipped"
-    else:
-        pg_note = pg_version(args.pg_url)
-        schema = f"bench_integrations_{uuid.uuid4().hex[:12]}"
-        pg_admin(args.pg_url, f'CREATE SCHEMA "{schema}"')
-    missing = mlflow_missing()
-    if missing is not None:
-        print(f"note: {missing}; the MLflow rows are skipped", file=sys.stderr)
-        mlflow_note = "not installed here, skipped"
-    else:
-        import mlflow
-
-        mlflow_note = f"{mlflow.__version__}, database tracking store, no server"
+    schema, pg_note = bench_schema(args.pg_url, "bench_integrations", require=args.require_pg)
+    mlflow_text = mlflow_note("database tracking store, no server")
     try:
         with (
             tempfile.TemporaryDirectory(prefix="sqltrack-bench-integrations-") as tmp_name,
@@ -749,7 +728,7 @@ def main(argv: list[str] | None = None) -> int:
             experiments = [HFSuite.experiment, KerasSuite.experiment]
             mlflow_uris = (
                 {}
-                if missing
+                if mlflow_missing()
                 else open_mlflow_stores(stack, args.pg_url, schema is not None, tmp, experiments)
             )
             suites: list[Suite] = []
@@ -768,7 +747,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "## sqltrack integrations overhead",
         "",
-        *preamble(args, pg_note, mlflow_note, total_s),
+        *preamble(args, pg_note, mlflow_text, total_s),
     ]
     print("\n".join(lines))
     for suite in suites:

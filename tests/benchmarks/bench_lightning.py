@@ -77,7 +77,6 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -90,12 +89,12 @@ warnings.filterwarnings("ignore")
 import torch  # noqa: E402
 from _common import (  # noqa: E402
     DEFAULT_PG_URL,
+    bench_schema,
     git_revision,
     mlflow_missing,
+    mlflow_note,
     open_mlflow_stores,
     pg_admin,
-    pg_unavailable,
-    pg_version,
     quiet_mlflow,
     with_search_path,
 )
@@ -106,7 +105,6 @@ from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 import sqltrack_core as sqltrack  # noqa: E402
-from sqltrack_core._backends.base import mask_password  # noqa: E402
 from sqltrack_core.errors import SQLTrackWarning  # noqa: E402
 from sqltrack_integrations.lightning import SQLTrackLogger  # noqa: E402
 
@@ -437,30 +435,11 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     loop = Loop(args.epochs, args.batches, args.batch_size, args.val_batches)
 
-    reason = pg_unavailable(args.pg_url)
-    schema = None
-    if reason is not None:
-        message = f"PostgreSQL at {mask_password(args.pg_url)} is unreachable ({reason})"
-        if args.require_pg:
-            print(f"error: {message} (--require-pg)", file=sys.stderr)
-            return 2
-        print(f"note: {message}; the PostgreSQL rows are skipped", file=sys.stderr)
-        pg_note = "PostgreSQL: unreachable, skipped"
-    else:
-        pg_note = pg_version(args.pg_url)
-        schema = f"bench_lightning_{uuid.uuid4().hex[:12]}"
-        pg_admin(args.pg_url, f'CREATE SCHEMA "{schema}"')
-    missing = mlflow_missing()
-    if missing is not None:
-        print(f"note: {missing}; the MLflow rows are skipped", file=sys.stderr)
-        mlflow_note = "not installed here, skipped"
-    else:
-        import mlflow
-
-        mlflow_note = (
-            f"{mlflow.__version__}, database tracking store, no server; MLFlowLogger's defaults: "
-            "synchronous logging, log_model=False (checkpoints not recorded)"
-        )
+    schema, pg_note = bench_schema(args.pg_url, "bench_lightning", require=args.require_pg)
+    mlflow_text = mlflow_note(
+        "database tracking store, no server; MLFlowLogger's defaults: "
+        "synchronous logging, log_model=False (checkpoints not recorded)"
+    )
     try:
         with (
             tempfile.TemporaryDirectory(prefix="sqltrack-bench-lightning-") as tmp_name,
@@ -470,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
             pg = None if schema is None else with_search_path(args.pg_url, schema)
             mlflow_uris = (
                 {}
-                if missing
+                if mlflow_missing()
                 else open_mlflow_stores(stack, args.pg_url, schema is not None, tmp, [EXPERIMENT])
             )
             configs = configurations(tmp, pg, mlflow_uris)
@@ -495,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if schema is not None:
             pg_admin(args.pg_url, f'DROP SCHEMA "{schema}" CASCADE')
-    print(report(configs, loop, args, pg_note, mlflow_note, time.perf_counter() - started))
+    print(report(configs, loop, args, pg_note, mlflow_text, time.perf_counter() - started))
     return 0
 
 
