@@ -24,3 +24,13 @@ def warn_once(owner: object, cause: str, message: str) -> None:
         warnings.warn(message, SQLTrackWarning, stacklevel=3)
     except Exception:
         logger.debug("warning filter raised for %r", message, exc_info=True)
+
+
+def warn(message: str) -> None:
+    """Warn with `message` every time (a state change the user should hear of each time it
+    happens, such as the database going away or coming back); never raises."""
+    logger.debug(message)
+    try:
+        warnings.warn(message, SQLTrackWarning, stacklevel=3)
+    except Exception:
+        logger.debug("warning filter raised for %r", message, exc_info=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import copy
 import dataclasses
 import enum
 import math
@@ -16,18 +17,20 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
-from . import _json
+from . import _json, _spool
 from ._warn import logger, warn_once
 from .errors import (
     ConfigurationError,
     DatabaseError,
     MetricTypeError,
+    NotFoundError,
     RunStateError,
-    SQLTrackError,
 )
 from .writer import HEARTBEAT_INTERVAL_S, MetricWriter, Operation
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from ._backends import Backend
     from .provenance import InferredLink, TensorFingerprint
     from .tracker import Tracker
@@ -35,8 +38,8 @@ if TYPE_CHECKING:
 __all__ = ["Run", "RunStatus"]
 
 _MIN_INT64, _MAX_INT64 = -(2**63), 2**63 - 1
-#: Value types `log` stores as they are (anything else goes through `_convert`).
-_PLAIN_TYPES = frozenset((float, int, bool, str, type(None)))
+#: Value types `log` stores as they are (anything else, text too, goes through `_convert`).
+_PLAIN_TYPES = frozenset((float, int, bool, type(None)))
 _TOKEN_LINK_KINDS = ("resumed_from", "finetuned_from")
 
 
@@ -60,9 +63,13 @@ def _convert(key: Any, value: Any) -> Any:
         raise MetricTypeError(
             f"metric key {key!r} is a {type(key).__name__}; expected a non-empty str"
         )
+    _json.check_metric_key(key)
     value = _json.scalar(value)
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return str(value) if isinstance(value, str) and type(value) is not str else value
+    if isinstance(value, str):
+        _json.check_text(value, f"metric {key!r}", MetricTypeError)
+        return str(value)
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
     if isinstance(value, (Mapping, list, tuple)):
         return _json.metric_json(value, repr(key))
     _json.metric_json(value, repr(key))  # raises MetricTypeError naming key and type
@@ -91,32 +98,40 @@ class Run:
         self,
         tracker: Tracker,
         *,
-        id: int,
+        id: int | None,
         uuid: uuid_module.UUID,
         experiment: str,
         name: str | None,
         params: dict[str, Any],
         tags: list[str],
         comment: str | None,
+        env: dict[str, Any] | None = None,
+        started_at: float | None = None,
     ) -> None:
-        self.id = id
         self.uuid = uuid
         self.experiment = experiment
         self.name = name
         self.params = params
         self.tags = tags
         self._comment = comment
+        self._env = env or {}
+        self._started_at = time.time() if started_at is None else started_at
         self._tracker = tracker
         self._status = RunStatus.RUNNING
         self._state_lock = threading.Lock()
         self._next_step = 0
+        self._known_keys: set[str] = set()  # keys log() has checked already
         options = tracker.options
         self._writer = MetricWriter(
+            str(uuid),
             id,
+            self._create_in,
             tracker._open_backend,
             tracker._release_backend,
             tracker.registry,
-            label=f"{id} ({experiment}/{name or uuid})",
+            lambda: _spool.spool_for(tracker._open_url),
+            label=f"{experiment}/{name or uuid}",
+            offline=id is None,  # started while its database was away (start_run warned)
             flush_interval=options.flush_interval,
             max_pending=options.max_pending,
             # beat well within stale_after, so a healthy run never reads as crashed
@@ -132,6 +147,26 @@ class Run:
     def __repr__(self) -> str:
         return (
             f"<Run id={self.id} uuid={self.uuid} {self.experiment}/{self.name} {self.status.value}>"
+        )
+
+    @property
+    def id(self) -> int | None:
+        """The run's integer id in its database; None until the run reaches it (a run started
+        while the database was away gets its id when the database answers)."""
+        return self._writer.run_id
+
+    def _create_in(self, b: Backend) -> int:
+        """Create this run's row in `b` (its database, or a spool) unless there; return its id."""
+        return self._tracker._insert_run(
+            b,
+            uuid=self.uuid,
+            experiment=self.experiment,
+            name=self.name,
+            params=self.params,
+            env=self._env,
+            tags=self.tags,
+            comment=self._comment,
+            started_at=self._started_at,
         )
 
     @property
@@ -165,9 +200,11 @@ class Run:
                 "such as {'train/loss': 0.25}"
             )
         values = dict(metrics)  # a copy: the caller may change its dict after this returns
+        known = self._known_keys
         for key, value in values.items():
-            if type(key) is not str or not key or type(value) not in _PLAIN_TYPES:
+            if type(value) not in _PLAIN_TYPES or key not in known:
                 values = {k: _convert(k, v) for k, v in metrics.items()}
+                known.update(k for k in values if type(k) is str)
                 break
         if step is None:
             step = self._next_step
@@ -189,14 +226,17 @@ class Run:
 
     # -- metadata -----------------------------------------------------------------------------
 
-    def _write(self, fn: Callable[[Backend], None]) -> None:
+    def _write(self, fn: Callable[[Backend, int], None]) -> None:
         """Run a metadata write on the writer thread, after the metrics logged before it.
 
-        Waits a little so that errors surface here; if the database is unreachable the write
-        stays queued and is made when it returns.
+        ``fn(backend, run_id)`` gets the database that holds the run now and the run's id there.
+        Waits a little so that errors surface here; while the database is away it does not
+        wait: the write goes to the spool with the rows and is made when it returns.
         """
         operation = Operation(fn)
         self._writer.submit(operation)
+        if self._writer.offline:
+            return
         if not operation.done.wait(self._tracker.options.metadata_timeout):
             warn_once(
                 f"run:{self.uuid}",
@@ -216,33 +256,36 @@ class Run:
             raise ConfigurationError(
                 f"params {params!r:.80} is a {type(params).__name__}; expected a dict"
             )
-        _deep_merge(self.params, _json.jsonable(params))
-        text = _json.dumps(self.params)
+        merged = copy.deepcopy(self.params)
+        _deep_merge(merged, _json.jsonable(params))
+        text = _json.dumps(merged)
         self._write(
-            lambda b: b.execute(
-                b.sql("UPDATE runs SET params = ? WHERE id = ?"), (b.json_param(text), self.id)
+            lambda b, run_id: b.execute(
+                b.sql("UPDATE runs SET params = ? WHERE id = ?"), (b.json_param(text), run_id)
             )
         )
+        self.params = merged  # only once written (or queued): a refused call changes nothing
 
     def set_tags(self, tags: Iterable[str]) -> None:
         """Replace the run's tags."""
-        self.tags = _check_tags(tags)
-        self._write_tags()
+        self._write_tags(_check_tags(tags))
 
     def add_tags(self, *tags: str) -> None:
         """Add tags, keeping the existing ones and their order."""
+        new = list(self.tags)
         for tag in _check_tags(tags):
-            if tag not in self.tags:
-                self.tags.append(tag)
-        self._write_tags()
+            if tag not in new:
+                new.append(tag)
+        self._write_tags(new)
 
-    def _write_tags(self) -> None:
-        text = _json.dumps(self.tags)
+    def _write_tags(self, tags: list[str]) -> None:
+        text = _json.dumps(tags)
         self._write(
-            lambda b: b.execute(
-                b.sql("UPDATE runs SET tags = ? WHERE id = ?"), (b.json_param(text), self.id)
+            lambda b, run_id: b.execute(
+                b.sql("UPDATE runs SET tags = ? WHERE id = ?"), (b.json_param(text), run_id)
             )
         )
+        self.tags = tags
 
     @property
     def comment(self) -> str | None:
@@ -255,10 +298,14 @@ class Run:
             raise ConfigurationError(
                 f"comment {text!r:.80} is a {type(text).__name__}; expected a str or None"
             )
-        self._comment = text
+        if text is not None:
+            _json.check_text(text, "comment", ConfigurationError)
         self._write(
-            lambda b: b.execute(b.sql("UPDATE runs SET comment = ? WHERE id = ?"), (text, self.id))
+            lambda b, run_id: b.execute(
+                b.sql("UPDATE runs SET comment = ? WHERE id = ?"), (text, run_id)
+            )
         )
+        self._comment = text
 
     def link(
         self,
@@ -271,19 +318,28 @@ class Run:
             raise ConfigurationError(
                 f"link kind {kind!r} must be a non-empty str such as 'finetuned_from'"
             )
-        to_id = self._tracker._run_id(other)
-        if to_id == self.id:
+        _json.check_text(kind, "link kind", ConfigurationError)
+        to_uuid = self._tracker._run_uuid(other)
+        if to_uuid == str(self.uuid):
             raise ConfigurationError(f"run {self.id} cannot be linked to itself")
-        text = _json.dumps(_json.jsonable(dict(evidence or {})))
-        self._write(
-            lambda b: b.execute(
+        text = _json.dumps(_json.jsonable(dict(evidence or {}), what="evidence"))
+
+        def write(b: Backend, run_id: int) -> None:
+            _, rows = b.fetchall(b.sql("SELECT id FROM runs WHERE uuid = ?"), (to_uuid,))
+            if not rows:
+                if _spool.is_spool(b):  # the other run is in the database, not in the spool
+                    _spool.add_link(b, str(self.uuid), kind, to_uuid, text)
+                    return
+                raise NotFoundError(f"no run {to_uuid!r} to link run {run_id} to")
+            b.execute(
                 b.sql(
                     "INSERT INTO run_links (from_run_id, kind, to_run_id, evidence) VALUES (?, ?, ?, ?) "
                     "ON CONFLICT (from_run_id, kind, to_run_id) DO UPDATE SET evidence = excluded.evidence"
                 ),
-                (self.id, kind, to_id, b.json_param(text)),
+                (run_id, kind, rows[0][0], b.json_param(text)),
             )
-        )
+
+        self._write(write)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -316,23 +372,42 @@ class Run:
         _unregister(self)
         ended = time.time()
 
-        def write(b: Backend) -> None:
+        def write(b: Backend, run_id: int) -> None:
             stamp = b.timestamp(ended)
             b.execute(
                 b.sql("UPDATE runs SET status = ?, ended_at = ?, heartbeat_at = ? WHERE id = ?"),
-                (target.value, stamp, stamp, self.id),
+                (target.value, stamp, stamp, run_id),
             )
 
         self._writer.submit(Operation(write))
         wait = self._tracker.options.finish_timeout if timeout is None else timeout
         if not self._writer.close(wait):
-            warn_once(
-                f"run:{self.uuid}",
-                "finish",
-                f"sqltrack: run {self.id} ended as {target.value} but {self._writer.unwritten} "
-                f"steps are not written yet (database unreachable for {wait:.0f} s); the writer "
-                "keeps retrying while this process lives",
+            self._report_spooled(target, wait)
+
+    def _report_spooled(self, target: RunStatus, waited: float) -> None:
+        """Say, in one line, where a run that could not reach its database was left."""
+        path = self._writer.spool_path
+        if path is None:
+            logger.warning(
+                "sqltrack: run %s ended as %s, but %s steps could not be written or spooled",
+                self.uuid,
+                target.value,
+                self._writer.unwritten,
             )
+            return
+        logger.warning(
+            "sqltrack: run %s ended as %s while its database was unreachable (waited %.0f s); "
+            "its unsent data is in the spool %s; send it with: sqltrack sync",
+            self.uuid,
+            target.value,
+            waited,
+            path,
+        )
+
+    @property
+    def spool_path(self) -> Path | None:
+        """The spool file holding this run's unsent data, or None if nothing waits there."""
+        return self._writer.spool_path
 
     def __enter__(self) -> Run:
         return self
@@ -415,10 +490,10 @@ class Run:
 
         stored = dict(token)
 
-        def write(b: Backend) -> None:
+        def write(b: Backend, run_id: int) -> None:
             try:
                 provenance.write_checkpoint(
-                    b, run_id=self.id, token=stored, path=path, kind=kind, fingerprints=fingerprints
+                    b, run_id=run_id, token=stored, path=path, kind=kind, fingerprints=fingerprints
                 )
             except DatabaseError as exc:
                 if not b.is_disconnect(exc):  # a disconnect is retried by the writer
@@ -473,15 +548,16 @@ class Run:
 
         token = provenance.checkpoint_token(self.uuid, uuid_module.uuid4(), None)
         self._write(
-            lambda b: provenance.write_checkpoint(
-                b, run_id=self.id, token=token, path=None, kind="initial", fingerprints=fingerprints
+            lambda b, run_id: provenance.write_checkpoint(
+                b, run_id=run_id, token=token, path=None, kind="initial", fingerprints=fingerprints
             )
         )
         if not infer:
             return []
         tracker = self._tracker
         with tracker._lock:
-            links = provenance.infer_links(tracker.backend, self.id, fingerprints)
+            run_id = self.id if self.id is not None else -1  # a run not in the database yet
+            links = provenance.infer_links(tracker.backend, run_id, fingerprints)
         if resumed:
             links = [
                 dataclasses.replace(link, kind="resumed_from")
@@ -567,6 +643,9 @@ def _check_description(
         raise ConfigurationError(
             f"comment {comment!r:.80} is a {type(comment).__name__}; expected a str"
         )
+    for what, text in (("experiment", experiment), ("run name", name), ("comment", comment)):
+        if text is not None:
+            _json.check_text(text, what, ConfigurationError)
     return _check_tags(tags or [])
 
 
@@ -581,6 +660,7 @@ def _check_tags(tags: Iterable[str]) -> list[str]:
             raise ConfigurationError(
                 f"tag {tag!r} is a {type(tag).__name__}; expected a non-empty str"
             )
+        _json.check_text(tag, "tag", ConfigurationError)
         if tag not in checked:
             checked.append(tag)
     return checked
@@ -600,15 +680,27 @@ _active: dict[int, Run] = {}
 _active_lock = threading.RLock()
 _previous_sigterm: Any = None
 _sigterm_installed = False
+_in_sigterm = False
+#: SIGTERM gives a process a grace period (Slurm's and Kubernetes' default is 30 s): the runs
+#: of this process together wait at most this long for their database, then spool.
+SIGTERM_FINISH_S = 5.0
+_exit_code: list[Any] = []  # the code sys.exit() was last called with
 
 
 def _register(run: Run) -> None:
     global _previous_sigterm, _sigterm_installed
     with _active_lock:
         _active[id(run)] = run
+        _watch_sys_exit()
         if _sigterm_installed or threading.current_thread() is not threading.main_thread():
             return
         previous = signal.getsignal(signal.SIGTERM)
+        if previous is _on_sigterm:
+            # Still ours (a fork, or a run that ended while a later handler sat on top of
+            # ours): the handler before ours is the one recorded then. Recording ourselves as
+            # "previous" would make SIGTERM call us again and again.
+            _sigterm_installed = True
+            return
         if previous is signal.SIG_IGN or previous is None:
             return  # ignored, or set outside Python: leave it alone
         try:
@@ -636,51 +728,85 @@ def _unregister(run: Run) -> None:
             _sigterm_installed = False
 
 
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    previous = _previous_sigterm
-    # A handler installed after ours that calls it (Lightning's does) owns the process's fate:
-    # it stops training gracefully, so do not kill the process under it. (Asked before the runs
-    # finish: the last one to finish puts the previous handler back.)
-    composed = signal.getsignal(signal.SIGTERM) not in (_on_sigterm, previous)
-    for run in list(_active.values()):
+def _finish_all(status: RunStatus, seconds: float) -> None:
+    """Finish every active run as `status`, all of them within `seconds` together."""
+    deadline = time.monotonic() + seconds
+    for run in active_runs():
         try:
-            run.finish(RunStatus.CANCELLED, timeout=10.0)
-        except SQLTrackError:
-            logger.exception("sqltrack: could not cancel run %s", run.id)
-    if signal.getsignal(signal.SIGTERM) is _on_sigterm:
-        signal.signal(signal.SIGTERM, previous)
-    if callable(previous):
-        previous(signum, frame)
-    elif previous == signal.SIG_DFL and not composed:
-        os.kill(os.getpid(), signal.SIGTERM)  # die as the default action would
+            run.finish(status, timeout=max(0.1, deadline - time.monotonic()))
+        except Exception:
+            logger.exception("sqltrack: could not finish run %s", run.uuid)
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    global _in_sigterm
+    if _in_sigterm:
+        return  # a handler we passed the signal on to calls us back: we are ending already
+    _in_sigterm = True
+    try:
+        previous = _previous_sigterm
+        if previous is _on_sigterm or previous is None:
+            previous = signal.SIG_DFL
+        # A handler installed after ours that calls it (Lightning's does) owns the process's
+        # fate: it stops training gracefully, so do not kill the process under it. (Asked
+        # before the runs finish: the last one to finish puts the previous handler back.)
+        composed = signal.getsignal(signal.SIGTERM) not in (_on_sigterm, previous)
+        options = [run.tracker.options.finish_timeout for run in active_runs()]
+        _finish_all(RunStatus.CANCELLED, min([SIGTERM_FINISH_S, *options]))
+        if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+            signal.signal(signal.SIGTERM, previous)
+        if callable(previous):
+            previous(signum, frame)
+        elif previous == signal.SIG_DFL and not composed:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)  # die as the default action would
+    finally:
+        _in_sigterm = False
+
+
+def _watch_sys_exit() -> None:
+    """Remember the code `sys.exit` is called with, so that runs still open at exit end as
+    failed after ``sys.exit(3)`` (an atexit hook cannot see the exit code otherwise). The
+    program's exit code is never changed."""
+    current = sys.exit
+    if getattr(current, "__sqltrack__", False):
+        return
+
+    def exit(status: Any = None) -> Any:
+        _exit_code[:] = [status]
+        return current(status)
+
+    exit.__sqltrack__ = True  # type: ignore[attr-defined]
+    exit.__doc__ = current.__doc__
+    sys.exit = exit
+
+
+def _exit_status() -> RunStatus:
+    exc = getattr(sys, "last_exc", None) or getattr(sys, "last_value", None)
+    if exc is None and _exit_code:
+        exc = SystemExit(_exit_code[0])
+    return _status_for(exc)
 
 
 @atexit.register
 def _finish_at_exit() -> None:
-    """Finish runs nobody finished: failed/cancelled if an uncaught exception ends Python."""
-    exc = getattr(sys, "last_exc", None) or getattr(sys, "last_value", None)
-    status = _status_for(exc)
-    for run in list(_active.values()):
-        try:
-            run.finish(status)
-        except Exception:
-            logger.exception("sqltrack: could not finish run %s at exit", run.id)
+    """Finish runs nobody finished: failed after an uncaught exception or ``sys.exit(n)`` with
+    n != 0, cancelled after Ctrl-C; all of them within one `finish_timeout` together."""
+    runs = active_runs()
+    if not runs:
+        return
+    _finish_all(_exit_status(), max(run.tracker.options.finish_timeout for run in runs))
 
 
 def _after_fork_in_child() -> None:
     # A forked child (e.g. a DataLoader worker) must never write through, or close, the
     # parent's connections, nor finish the parent's runs at its exit. Its runs keep working:
-    # a later log() opens a connection of the child's own.
-    global _active_lock, _sigterm_installed
+    # a later log() opens a connection of the child's own. Our SIGTERM handler stays installed
+    # (signal dispositions survive fork) and so does the handler recorded before it.
+    global _active_lock, _in_sigterm
     _active_lock = threading.RLock()
     for run in list(_active.values()):
         run._after_fork()
     _active.clear()
-    _sigterm_installed = False
-    from .tracker import _after_fork_in_child as tracker_after_fork
-
-    tracker_after_fork()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    _in_sigterm = False
+    _spool.after_fork_in_child()

@@ -10,15 +10,22 @@ import time
 import uuid as uuid_module
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import _env, _json, analysis, migrations
+from . import _env, _json, analysis, migrations, runs
 from ._backends import Backend, open_backend
-from ._backends.base import mask_password, pin_url, resolve_url
-from .errors import ConfigurationError, NotFoundError, RunStateError, SQLTrackError
+from ._backends.base import check_scheme, mask_password, pin_url, resolve_url
+from ._store import DEFAULT_COLUMN_BUDGET, ColumnRegistry
+from ._warn import warn
+from .errors import (
+    ConfigurationError,
+    DatabaseUnavailableError,
+    NotFoundError,
+    RunStateError,
+    SQLTrackError,
+)
 from .runs import Run, _check_description, active_runs
-from .writer import DEFAULT_COLUMN_BUDGET, ColumnRegistry
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -38,8 +45,12 @@ class Options:
     column_budget: int = DEFAULT_COLUMN_BUDGET
     #: a running run whose heartbeat is older than this many seconds reads as ``crashed``
     stale_after: float = 300.0
-    #: seconds `Run.finish` waits for the last rows to be written
-    finish_timeout: float = 60.0
+    #: seconds `Run.finish` (and the end of the program, for all its runs together) waits for
+    #: the last rows to be written while the database is away; then they stay in the spool.
+    #: Default: ``$SQLTRACK_FINISH_TIMEOUT``, else 60 (for integrations, which take no options)
+    finish_timeout: float = field(
+        default_factory=lambda: _env_seconds("SQLTRACK_FINISH_TIMEOUT", 60.0)
+    )
     #: seconds a metadata write (tags, params, links) waits before it is left queued
     metadata_timeout: float = 10.0
 
@@ -61,6 +72,18 @@ class Options:
             )
 
 
+def _env_seconds(name: str, default: float) -> float:
+    text = os.environ.get(name)
+    if text is None or not text.strip():
+        return default
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigurationError(
+            f"${name}={text!r} is not a number of seconds; expected e.g. {name}=30"
+        ) from None
+
+
 _trackers: weakref.WeakSet[Tracker] = weakref.WeakSet()
 _POOL_SIZE = 4  # idle writer connections kept per tracker
 
@@ -76,7 +99,12 @@ class Tracker:
     """
 
     def __init__(
-        self, url: str | os.PathLike[str] | None = None, *, migrate: bool = True, **options: Any
+        self,
+        url: str | os.PathLike[str] | None = None,
+        *,
+        migrate: bool = True,
+        offline_ok: bool = True,
+        **options: Any,
     ) -> None:
         unknown = set(options) - set(Options.__dataclass_fields__)
         if unknown:
@@ -91,10 +119,22 @@ class Tracker:
         self._pool: list[Backend] = []
         self._pool_lock = threading.Lock()
         self._closed = False
-        self._backend: Backend = open_backend(self._open_url)
+        self._migrate = migrate
+        self._schema_ready = False
         self.registry = ColumnRegistry(self.options.column_budget)
-        if migrate:
-            migrations.migrate(self._backend)
+        self._backend: Backend
+        try:
+            self._backend = open_backend(self._open_url)
+            self._ensure_schema(self._backend)
+        except DatabaseUnavailableError as exc:
+            if not offline_ok:
+                raise
+            # The database is away: runs start anyway and go to the spool until it answers.
+            warn(
+                f"sqltrack: cannot reach {mask_password(self.url)} ({exc}); runs start anyway, "
+                "their data goes to the local spool and is sent when the database answers"
+            )
+            self._backend = _LazyBackend(self._open_url)
         _trackers.add(self)
 
     def __repr__(self) -> str:
@@ -103,19 +143,37 @@ class Tracker:
     @property
     def dialect(self) -> str:
         """``'sqlite'`` or ``'postgresql'``."""
-        return self._backend.dialect
+        return check_scheme(self._open_url)
 
     @property
     def backend(self) -> Backend:
-        """The reader connection (for this package's modules; users call `query`)."""
+        """The reader connection (for this package's modules; users call `query`).
+
+        A connection lost earlier is opened again on use; a tracker made while its database
+        was away migrates it here first.
+        """
+        if not self._schema_ready:
+            self._ensure_schema(self._backend)
         return self._backend
+
+    def _ensure_schema(self, backend: Backend) -> None:
+        """Migrate (once per tracker) through `backend`, unless told not to."""
+        if self._schema_ready:
+            return
+        with self._lock:
+            if not self._schema_ready:
+                if self._migrate:
+                    migrations.migrate(backend)
+                self._schema_ready = True
 
     def _open_backend(self) -> Backend:
         """A writer connection: a pooled one if a finished run returned it, else a new one."""
         with self._pool_lock:
-            if self._pool:
-                return self._pool.pop()
-        return open_backend(self._open_url)
+            backend = self._pool.pop() if self._pool else None
+        if backend is None:
+            backend = open_backend(self._open_url)
+        self._ensure_schema(backend)
+        return backend
 
     def _release_backend(self, backend: Backend) -> None:
         """Take back a finished run's writer connection (sequential runs skip reconnecting)."""
@@ -131,10 +189,10 @@ class Tracker:
     ) -> list[migrations.Migration]:
         """Apply pending built-in migrations, then those in `directory` if given."""
         with self._lock:
-            done = migrations.migrate(self._backend)
+            done = migrations.migrate(self.backend)
             if directory is not None:
-                done += migrations.migrate(self._backend, directory)
-            self.registry.refresh(self._backend)
+                done += migrations.migrate(self.backend, directory)
+            self.registry.refresh(self.backend)
             return done
 
     # -- runs ---------------------------------------------------------------------------------
@@ -172,22 +230,77 @@ class Tracker:
                 f"started_at {started_at!r} must be a finite number of epoch seconds"
             )
         env = _env.capture()
-        b = self._backend
+        started = time.time() if started_at is None else float(started_at)
+        fields: dict[str, Any] = {
+            "uuid": run_uuid,
+            "experiment": experiment,
+            "name": name,
+            "params": plain_params,
+            "env": env,
+            "tags": checked_tags,
+            "comment": comment,
+            "started_at": started,
+        }
+        run_id: int | None
+        try:
+            with self._lock:
+                run_id = self._insert_run(self.backend, new=True, **fields)
+        except DatabaseUnavailableError as exc:
+            # The run starts anyway: its writer creates it when the database answers, and
+            # keeps everything in the spool meanwhile.
+            warn(
+                f"sqltrack: cannot reach {mask_password(self.url)} ({exc}); run {run_uuid} "
+                "starts offline, its data goes to the local spool until the database answers"
+            )
+            run_id = None
+        return Run(
+            self,
+            id=run_id,
+            uuid=run_uuid,
+            experiment=experiment,
+            name=name,
+            params=plain_params,
+            tags=checked_tags,
+            comment=comment,
+            env=env,
+            started_at=started,
+        )
+
+    def _insert_run(
+        self,
+        b: Backend,
+        *,
+        uuid: uuid_module.UUID,
+        experiment: str,
+        name: str | None,
+        params: Mapping[str, Any],
+        env: Mapping[str, Any],
+        tags: list[str],
+        comment: str | None,
+        started_at: float,
+        new: bool = False,
+    ) -> int:
+        """Create a running run in `b` (this database, or a spool); return its id there.
+
+        A run with this UUID already there is kept as it is (and its id returned), unless `new`
+        asks for a new run: then that is an error.
+        """
         now = b.timestamp(time.time())
-        started = now if started_at is None else b.timestamp(started_at)
-        with self._lock, b.transaction():
+        with b.transaction():
+            _, taken = b.fetchall(b.sql("SELECT id FROM runs WHERE uuid = ?"), (str(uuid),))
+            if taken:
+                if not new:
+                    return int(taken[0][0])
+                raise ConfigurationError(
+                    f"run {taken[0][0]} already has uuid {uuid}; continue it with "
+                    "tracker.continue_run() or leave uuid out for a new run"
+                )
             b.execute(
                 b.sql("INSERT INTO experiments (name) VALUES (?) ON CONFLICT (name) DO NOTHING"),
                 (experiment,),
             )
             _, rows = b.fetchall(b.sql("SELECT id FROM experiments WHERE name = ?"), (experiment,))
             experiment_id = rows[0][0]
-            _, taken = b.fetchall(b.sql("SELECT id FROM runs WHERE uuid = ?"), (str(run_uuid),))
-            if taken:
-                raise ConfigurationError(
-                    f"run {taken[0][0]} already has uuid {run_uuid}; continue it with "
-                    "tracker.continue_run() or leave uuid out for a new run"
-                )
             b.execute(
                 b.sql(
                     "INSERT INTO runs (uuid, experiment_id, name, status, started_at, heartbeat_at, "
@@ -195,29 +308,20 @@ class Tracker:
                     + ("?)" if b.dialect == "sqlite" else "current_user)")
                 ),
                 (
-                    str(run_uuid),
+                    str(uuid),
                     experiment_id,
                     name,
-                    started,
+                    b.timestamp(started_at),
                     now,
-                    b.json_param(_json.dumps(plain_params)),
+                    b.json_param(_json.dumps(params)),
                     b.json_param(_json.dumps(env)),
-                    b.json_param(_json.dumps(checked_tags)),
+                    b.json_param(_json.dumps(tags)),
                     comment,
                     *([env.get("user")] if b.dialect == "sqlite" else []),
                 ),
             )
-            _, rows = b.fetchall(b.sql("SELECT id FROM runs WHERE uuid = ?"), (str(run_uuid),))
-        return Run(
-            self,
-            id=int(rows[0][0]),
-            uuid=run_uuid,
-            experiment=experiment,
-            name=name,
-            params=plain_params,
-            tags=checked_tags,
-            comment=comment,
-        )
+            _, rows = b.fetchall(b.sql("SELECT id FROM runs WHERE uuid = ?"), (str(uuid),))
+        return int(rows[0][0])
 
     def continue_run(self, run: Run | int | str | uuid_module.UUID) -> Run:
         """Reopen an existing run (by `Run`, id or UUID) so that logging goes on in it.
@@ -231,7 +335,7 @@ class Tracker:
             NotFoundError: no such run.
         """
         run_id = self._run_id(run)
-        b = self._backend
+        b = self.backend
         now = b.timestamp(time.time())
         with self._lock, b.transaction():
             _, rows = b.fetchall(
@@ -256,7 +360,7 @@ class Tracker:
             uuid=uuid_module.UUID(str(run_uuid)),
             experiment=experiment,
             name=name,
-            params=_json.jsonable(_json.decode(params) or {}),
+            params=dict(_json.decode(params) or {}),
             tags=list(_json.decode(tags) or []),
             comment=comment,
         )
@@ -279,15 +383,19 @@ class Tracker:
                 raise RunStateError(
                     f"run {run_id} is still running in this process; finish() it before deleting it"
                 )
-        b = self._backend
+        b = self.backend
         with self._lock, b.transaction():
             b.execute(b.sql("DELETE FROM runs WHERE id = ?"), (run_id,))
 
     def _run_id(self, ref: Run | int | str | uuid_module.UUID) -> int:
         """Resolve a run given as a `Run`, an integer id, or a UUID (object or text)."""
         if isinstance(ref, Run):
+            if ref.id is None:
+                raise DatabaseUnavailableError(
+                    f"run {ref.uuid} has not reached its database yet; it has no id so far"
+                )
             return ref.id
-        b = self._backend
+        b = self.backend
         if isinstance(ref, int) and not isinstance(ref, bool):
             _, rows = b.fetchall(b.sql("SELECT id FROM runs WHERE id = ?"), (ref,))
         elif isinstance(ref, (str, uuid_module.UUID)):
@@ -308,6 +416,26 @@ class Tracker:
         if not rows:
             raise NotFoundError(f"no run {ref!r} in {mask_password(self.url)}")
         return int(rows[0][0])
+
+    def _run_uuid(self, ref: Run | int | str | uuid_module.UUID) -> str:
+        """The UUID of a run given as a `Run`, a UUID or an integer id (only this needs the
+        database)."""
+        if isinstance(ref, Run):
+            return str(ref.uuid)
+        if isinstance(ref, uuid_module.UUID):
+            return str(ref)
+        if isinstance(ref, str) and not ref.strip().isdigit():
+            try:
+                return str(uuid_module.UUID(ref.strip()))
+            except ValueError:
+                raise ConfigurationError(
+                    f"run {ref!r} is neither an integer id nor a UUID"
+                ) from None
+        run_id = self._run_id(ref)
+        _, rows = self.backend.fetchall(
+            self.backend.sql("SELECT uuid FROM runs WHERE id = ?"), (run_id,)
+        )
+        return str(rows[0][0])
 
     # -- readers ------------------------------------------------------------------------------
 
@@ -428,21 +556,34 @@ class _LazyBackend:
 
 
 def _after_fork_in_child() -> None:
+    """The one fork hook: runs, their writers and spools first, then the trackers."""
+    runs._after_fork_in_child()
     for tracker in list(_trackers):
         tracker._after_fork()
     global _default
     _default = {}
 
 
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def connect(
-    url: str | os.PathLike[str] | None = None, *, migrate: bool = True, **options: Any
+    url: str | os.PathLike[str] | None = None,
+    *,
+    migrate: bool = True,
+    offline_ok: bool = True,
+    **options: Any,
 ) -> Tracker:
     """Open the tracking database at `url` and bring its schema up to date.
 
     `url` defaults to ``$SQLTRACK_URL``, else ``sqlite:///sqltrack.db`` in the working
     directory. Options are those of `Options` (``flush_interval``, ``column_budget``, ...).
+    A database that cannot be reached now warns and gives a tracker whose runs go to the local
+    spool until it answers (readers raise `DatabaseUnavailableError` meanwhile); with
+    ``offline_ok=False`` it raises `DatabaseUnavailableError` here instead.
     """
-    return Tracker(url, migrate=migrate, **options)
+    return Tracker(url, migrate=migrate, offline_ok=offline_ok, **options)
 
 
 _default: dict[str, Tracker] = {}

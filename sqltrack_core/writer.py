@@ -1,10 +1,17 @@
-"""The background writer: merges logged rows by step and writes them in batches.
+"""The background writer: merges logged rows by step, writes them in batches, survives outages.
 
 `Run.log` converts values on the caller's thread and appends ``(step, time, values)`` to a
 deque; this module's thread drains it every `flush_interval` seconds (sooner when
-`max_pending` rows wait or someone calls `flush`), resolves keys to columns through the
-`ColumnRegistry`, and writes one batch per run in one transaction. When the database is
-unreachable the merged rows stay in memory and are retried with backoff, in order.
+`max_pending` rows wait or someone calls `flush`) and writes one batch per run through
+`_store.write_steps`. Metadata writes (`Operation`) run after the rows logged before them.
+
+When the database goes away (refused, reset, closed, timed out, black-holed: every way is one
+`DatabaseUnavailableError`) the writer goes offline: every flush interval it moves what waits
+into this process's disk spool (`_spool`), so memory stays bounded and a killed process loses
+at most one interval, while a probe thread reconnects with backoff for as long as the process
+lives. Back online, it replays its run from the spool (`sync.copy_runs`, idempotent by run UUID
+and step), removes it there, and goes on. It says so once when the database is lost and once
+when it is back, with counts.
 """
 
 from __future__ import annotations
@@ -14,136 +21,42 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from itertools import chain
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import _json
-from ._backends import MetricBatch
-from ._columns import (
-    FIXED_COLUMNS,
-    Family,
-    column_name,
-    family_of,
-    family_of_sql_type,
-    fits,
-    narrow,
-    needs_widening,
-)
-from ._columns import sanitize as sanitize_key
-from ._warn import logger, warn_once
-from .errors import DatabaseError, SQLTrackError
+from . import sync
+from ._spool import spool_dir
+from ._store import DEFAULT_COLUMN_BUDGET, ColumnRegistry, write_steps
+from ._warn import logger, warn, warn_once
+from .errors import DatabaseError, DatabaseUnavailableError, SQLTrackError
 
 if TYPE_CHECKING:
     from ._backends import Backend
+    from ._spool import Spool
 
-__all__ = ["ColumnRegistry", "MetricWriter", "Operation"]
+__all__ = ["DEFAULT_COLUMN_BUDGET", "ColumnRegistry", "MetricWriter", "Operation"]
 
-DEFAULT_COLUMN_BUDGET = 1000
 HEARTBEAT_INTERVAL_S = 30.0  # at most; a tracker with a short stale_after beats faster
 _MAX_BACKOFF_S = 30.0
-
-
-class ColumnRegistry:
-    """Process-wide cache of ``metric_columns`` for one database, and the way to add to it.
-
-    Adding a column takes the schema lock and re-reads the table first, so processes adding
-    the same key at once agree on one column.
-    """
-
-    def __init__(self, budget: int = DEFAULT_COLUMN_BUDGET) -> None:
-        self.budget = budget
-        self._lock = threading.Lock()
-        # key -> (column name, family); a None entry means "over budget: goes to extra"
-        self._columns: dict[str, tuple[str, Family | None] | None] = {}
-        self._sql_types: dict[str, str] = {}  # key -> SQL type, as metric_columns records it
-
-    def known(self, key: str) -> bool:
-        """Whether `key` is resolved: it has a column, or overflows to ``extra``."""
-        return key in self._columns
-
-    def get(self, key: str) -> tuple[str, Family | None] | None:
-        """Return the column and family of a resolved `key`; None if it goes to ``extra``."""
-        return self._columns.get(key)
-
-    def sql_type(self, key: str) -> str | None:
-        """Return the recorded SQL type of a resolved `key`'s column (None if it has none)."""
-        return self._sql_types.get(key)
-
-    def _load(self, backend: Backend) -> dict[str, tuple[str, str]]:
-        _, rows = backend.fetchall("SELECT key, column_name, sql_type FROM metric_columns")
-        known = {key: (name, sql_type) for key, name, sql_type in rows}
-        for key, (name, sql_type) in known.items():
-            self._columns[key] = (name, family_of_sql_type(sql_type))
-            self._sql_types[key] = sql_type
-        return known
-
-    def refresh(self, backend: Backend) -> None:
-        """Reload the whole mapping (after another process may have changed it)."""
-        with self._lock:
-            self._load(backend)
-
-    def resolve(self, backend: Backend, wanted: dict[str, Family | None]) -> None:
-        """Make sure every key in `wanted` has a column (or is marked as overflow)."""
-        with self._lock:
-            missing = {k: f for k, f in wanted.items() if k not in self._columns}
-            if not missing:
-                return
-            known = self._load(backend)
-            missing = {k: f for k, f in missing.items() if k not in self._columns and f is not None}
-            if not missing:
-                return
-            with backend.transaction(exclusive=True):
-                known = self._load(backend)
-                table = backend.metric_table_columns()
-                claimed = {name for name, _ in known.values()}
-                count = len(known)
-                for key, family in missing.items():
-                    if key in known:
-                        continue
-                    if count >= self.budget:
-                        self._columns[key] = None
-                        continue
-                    base = sanitize_key(key)
-                    if base not in claimed and base in table and base not in FIXED_COLUMNS:
-                        name, sql_type = base, table[base]  # predeclared by the user: adopt it
-                    else:
-                        name = column_name(key, claimed | set(table))
-                        sql_type = backend.column_types[family]  # type: ignore[index]
-                        backend.add_metric_column(name, sql_type)
-                    backend.execute(
-                        backend.sql(
-                            "INSERT INTO metric_columns (key, column_name, sql_type) VALUES (?, ?, ?)"
-                        ),
-                        (key, name, sql_type),
-                    )
-                    claimed.add(name)
-                    count += 1
-                    self._columns[key] = (name, family_of_sql_type(sql_type))
-                    self._sql_types[key] = sql_type
-
-    def widen(self, backend: Backend, key: str) -> None:
-        """Turn the int column of `key` into a float column (a fractional value arrived)."""
-        with self._lock, backend.transaction(exclusive=True):
-            self._load(backend)
-            entry = self._columns.get(key)
-            if not entry or entry[1] != "int":
-                return  # someone else widened it already
-            name, _ = entry
-            sql_type = backend.column_types["float"]
-            backend.widen_metric_column(name, sql_type)
-            backend.execute(
-                backend.sql("UPDATE metric_columns SET sql_type = ? WHERE key = ?"), (sql_type, key)
-            )
-            self._columns[key] = (name, "float")
-            self._sql_types[key] = sql_type
+#: After this many failed cycles in a row that are not a lost connection (a bug, a database
+#: that keeps refusing), what waits goes to the spool instead of being retried in memory.
+_SPILL_AFTER_ERRORS = 3
+#: A write that gets no answer for this long counts as a lost connection (a black hole).
+WRITE_TIMEOUT_S = 10.0
+#: How long `close` waits for the writer to move what is left into the spool.
+_SPILL_WAIT_S = 5.0
 
 
 class Operation:
-    """A metadata write (status, tags, params, links) run by the writer thread in order."""
+    """A metadata write (status, tags, params, links, checkpoints) run by the writer in order.
+
+    ``fn(backend, run_id)`` runs against whichever database holds the run at that moment:
+    the tracking database, or the spool while it is away (with the run's id there).
+    """
 
     __slots__ = ("done", "error", "fn")
 
-    def __init__(self, fn: Callable[[Backend], None]) -> None:
+    def __init__(self, fn: Callable[[Backend, int], None]) -> None:
         self.fn = fn
         self.done = threading.Event()
         self.error: BaseException | None = None
@@ -159,20 +72,30 @@ class _Marker:
 
 
 class MetricWriter:
-    """Writes one run's rows from a background thread; see the module docstring."""
+    """Writes one run's rows from a background thread; see the module docstring.
+
+    `ensure_run(backend)` creates the run's row in a database if it is not there yet and returns
+    its id (the run may have started while its database was away); `spool()` is this process's
+    spool for the run's database.
+    """
 
     def __init__(
         self,
-        run_id: int,
+        run_uuid: str,
+        run_id: int | None,
+        ensure_run: Callable[[Backend], int],
         open_backend: Callable[[], Backend],
         release_backend: Callable[[Backend], None],
         registry: ColumnRegistry,
+        spool: Callable[[], Spool],
         *,
         label: str,
         flush_interval: float = 1.0,
         max_pending: int = 5000,
         heartbeat_interval: float = HEARTBEAT_INTERVAL_S,
+        offline: bool = False,
     ) -> None:
+        self.run_uuid = run_uuid
         self.run_id = run_id
         self.label = label
         self.flush_interval = flush_interval
@@ -180,9 +103,15 @@ class MetricWriter:
         self.heartbeat_interval = heartbeat_interval
         self.queue: deque[Any] = deque()
         self.wake = threading.Event()
+        self._ensure_run = ensure_run
         self._open_backend = open_backend
         self._release_backend = release_backend
         self._registry = registry
+        self._spool = spool
+        # A run that started while its database was away spools from the start.
+        self._init_state(offline=offline)
+
+    def _init_state(self, *, offline: bool = False) -> None:
         self._backend: Backend | None = None
         self._pending: dict[int, list[Any]] = {}  # step -> [logged_at, {key: value}]
         self._ops: list[Operation] = []
@@ -190,17 +119,41 @@ class MetricWriter:
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._stopping = False
-        self._failures = 0
+        self._final = False  # close() gave up on the database: spool what is left, then stop
+        self._errors = 0  # failed cycles in a row that were not a lost connection
         self._last_beat = time.monotonic()  # the run was made (or reopened) beating now
         self._max_written: int | None = None  # the highest step this writer has written
+        # offline: since when, how many steps went to the spool, and the probe reconnecting
+        self._offline_since: float | None = time.monotonic() if offline else None
+        self._outage_steps = 0
+        self._spool_id: int | None = None  # the run's id in the spool, once it has one there
+        self._spooled_steps = 0  # steps in the spool now (replayed and removed when back)
+        self._spool_path: Path | None = None  # where a run that ended left what it could not send
+        self._probe: threading.Thread | None = None
+        self._probe_lock = threading.Lock()
+        self._probed_backend: Backend | None = None
+        self._probe_failures = 0
+        self._next_probe = 0.0
 
     # -- caller side -------------------------------------------------------------------------
+
+    @property
+    def offline(self) -> bool:
+        """Whether the database is away (rows go to the spool until it answers)."""
+        return self._offline_since is not None
+
+    @property
+    def spool_path(self) -> Path | None:
+        """The spool that holds this run's unsent rows and writes, if any."""
+        if self._spool_path is not None:
+            return self._spool_path
+        return self._spool().path if self._spool_id is not None else None
 
     def ensure_started(self) -> None:
         """Start the thread (lazily, so a process that forks before logging carries none)."""
         with self._start_lock:
             if self._thread is None or not self._thread.is_alive():
-                self._stopping = False
+                self._stopping = self._final = False
                 self._thread = threading.Thread(
                     target=self._loop, name=f"sqltrack-writer-{self.label}", daemon=True
                 )
@@ -220,13 +173,17 @@ class MetricWriter:
         return marker.done.wait(timeout)
 
     def close(self, timeout: float | None = None) -> bool:
-        """Flush, stop the thread and close the connection; False if data is left unwritten."""
+        """Flush for at most `timeout` seconds, then stop the thread; False if the database
+        did not take everything in time (what is left is then in the spool: `spool_path`)."""
+        self._next_probe = 0.0  # one more try at once if the database is away
         flushed = self.flush(timeout) if self._thread is not None or self.queue else True
+        if not flushed:
+            self._final = True
         self._stopping = True
         self.wake.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout if not flushed else 5.0)
+            thread.join(_SPILL_WAIT_S)
         idle = thread is None or not thread.is_alive()
         if flushed and idle and self._backend is not None:
             self._release_backend(self._backend)  # back to the tracker's pool for the next run
@@ -237,44 +194,66 @@ class MetricWriter:
         """In a forked child: drop the parent's thread and connection without touching them."""
         if self._backend is not None:
             self._backend.abandon()
-            self._backend = None
-        self._thread = None
-        self._start_lock = threading.Lock()
         self.queue.clear()
-        self._pending.clear()
-        self._ops.clear()
-        self._markers.clear()
+        self._init_state()
 
     @property
     def unwritten(self) -> int:
-        """How many logged steps wait in memory."""
-        return len(self._pending) + sum(1 for item in self.queue if type(item) is tuple)
+        """How many logged steps wait in memory or in the spool."""
+        queued = sum(1 for item in self.queue if type(item) is tuple)
+        return len(self._pending) + queued + self._spooled_steps
 
     # -- writer thread -----------------------------------------------------------------------
 
     def _loop(self) -> None:
         while True:
-            delay = (
-                min(self.flush_interval, self.heartbeat_interval)
-                if self._failures == 0
-                else self._backoff()
-            )
-            self.wake.wait(delay)
+            self.wake.wait(self._delay())
             self.wake.clear()
             try:
-                self._flush_once()
+                self._cycle()
+                self._errors = 0
             except BaseException as exc:
+                self._errors += 1
                 logger.exception("sqltrack writer for %s failed", self.label)
-                self._failures += 1
-                warn_once(self.label, "writer", f"sqltrack: writing run {self.label} failed: {exc}")
-            if self._stopping and not self._has_work():
-                return
+                warn_once(
+                    self.label,
+                    "writer",
+                    f"sqltrack: writing run {self.label} failed: {exc}; its rows are kept and "
+                    "retried",
+                )
+                if self._errors >= _SPILL_AFTER_ERRORS:
+                    self._spill_quietly()
+            if self._stopping:
+                if self._final and self._has_work():
+                    self._drain()
+                    self._spill_quietly()
+                if self._final or not self._has_work():
+                    self._end()
+                    return
 
-    def _backoff(self) -> float:
-        return float(min(_MAX_BACKOFF_S, 0.5 * 2 ** min(self._failures, 8)))
+    def _delay(self) -> float:
+        if self._errors:
+            return float(min(_MAX_BACKOFF_S, 0.5 * 2 ** min(self._errors, 8)))
+        if self._offline_since is not None:
+            return self.flush_interval
+        return min(self.flush_interval, self.heartbeat_interval)
 
     def _has_work(self) -> bool:
         return bool(self.queue or self._pending or self._ops or self._markers)
+
+    def _end(self) -> None:
+        if self._spool_id is not None:  # what is left stays there, for sqltrack sync
+            self._spool_path = self._spool().path
+            self._spool().detach(self.run_uuid)
+        with self._probe_lock:
+            probed, self._probed_backend = self._probed_backend, None
+        if probed is not None:
+            with contextlib.suppress(SQLTrackError):
+                probed.close()
+        if self._offline_since is not None and self._backend is not None:
+            with contextlib.suppress(SQLTrackError):
+                self._backend.close()
+            self._backend = None
 
     def _drain(self) -> None:
         pending = self._pending
@@ -298,66 +277,85 @@ class MetricWriter:
             else:
                 self._ops.append(item)
 
-    def _flush_once(self) -> None:
+    def _cycle(self) -> None:
         self._drain()
+        if self._offline_since is not None:
+            backend = self._take_probed()
+            if backend is None:
+                self._spill()
+                return
+            self._backend = backend
+            backend.set_io_timeout(WRITE_TIMEOUT_S)
         now = time.monotonic()
         heartbeat_due = now - self._last_beat >= self.heartbeat_interval
-        if not (self._pending or self._ops or self._markers or heartbeat_due):
+        if not (self._has_work() or heartbeat_due or self._spool_id is not None):
             return
         try:
-            backend = self._connection()
-            if self._pending:
-                # A batch beats only when a beat is due: the UPDATE of runs costs a statement
-                # (a round trip on PostgreSQL) per batch otherwise.
-                beat = time.time() if heartbeat_due else None
-                try:
-                    self._write_pending(backend, beat)
-                except DatabaseError as exc:
-                    if backend.is_disconnect(exc):
-                        raise
-                    self._write_row_by_row(backend, exc, beat)
-            elif heartbeat_due:
-                backend.execute(
-                    backend.sql("UPDATE runs SET heartbeat_at = ? WHERE id = ?"),
-                    (backend.timestamp(time.time()), self.run_id),
-                )
-            self._run_ops(backend)
+            self._write(self._connection(), heartbeat_due)
         except DatabaseError as exc:
-            if self._backend is not None and self._backend.is_disconnect(exc):
-                self._lost(exc)
-                return
-            raise
-        if self._failures:
-            logger.warning("sqltrack: database is back; run %s is written again", self.label)
-        self._failures = 0
+            if not self._is_disconnect(exc):
+                raise
+            self._go_offline(exc)
+            self._spill()
+            return
         if heartbeat_due:
             self._last_beat = now
-        for marker in self._markers:
-            marker.done.set()
-        self._markers.clear()
+        if self._offline_since is not None:
+            self._back_online()
+        if not self._pending:
+            for marker in self._markers:
+                marker.done.set()
+            self._markers.clear()
+
+    def _is_disconnect(self, exc: DatabaseError) -> bool:
+        return isinstance(exc, DatabaseUnavailableError) or (
+            self._backend is not None and self._backend.is_disconnect(exc)
+        )
 
     def _connection(self) -> Backend:
         if self._backend is None:
             self._backend = self._open_backend()
+            self._backend.set_io_timeout(WRITE_TIMEOUT_S)
         return self._backend
 
-    def _lost(self, exc: BaseException) -> None:
-        self._failures += 1
-        warn_once(
-            self.label,
-            "unreachable",
-            f"sqltrack: the database is unreachable ({exc}); run {self.label} keeps its "
-            f"{len(self._pending)} unwritten steps in memory and retries with backoff",
-        )
-        if self._backend is not None:
-            with contextlib.suppress(SQLTrackError):
-                self._backend.reconnect()
+    def _write(self, backend: Backend, heartbeat_due: bool) -> None:
+        if self.run_id is None:  # the run started while its database was away
+            self.run_id = self._ensure_run(backend)
+        run_id = self.run_id
+        if self._spool_id is not None:
+            self._replay(backend)
+        if self._pending:
+            steps = self._pending
+            first, last = min(steps), max(steps)
+            # Steps past the last one written here (or a first batch) most likely need no
+            # merge: PostgreSQL then COPYs them at once, and merges only if that is refused.
+            fresh = self._max_written is None or first > self._max_written
+            # A batch beats only when a beat is due: the UPDATE of runs costs a statement (a
+            # round trip on PostgreSQL) per batch otherwise.
+            beat = time.time() if heartbeat_due else None
+            self._pending = write_steps(
+                backend,
+                self._registry,
+                run_id,
+                steps,
+                label=self.label,
+                fresh=fresh,
+                heartbeat=beat,
+            )
+            if self._max_written is None or last > self._max_written:
+                self._max_written = last
+        elif heartbeat_due:
+            backend.execute(
+                backend.sql("UPDATE runs SET heartbeat_at = ? WHERE id = ?"),
+                (backend.timestamp(time.time()), run_id),
+            )
+        self._run_ops(backend, run_id)
 
-    def _run_ops(self, backend: Backend) -> None:
+    def _run_ops(self, backend: Backend, run_id: int) -> None:
         while self._ops:
             op = self._ops[0]
             try:
-                op.fn(backend)
+                op.fn(backend, run_id)
             except DatabaseError as exc:
                 if backend.is_disconnect(exc):
                     raise
@@ -367,115 +365,98 @@ class MetricWriter:
             self._ops.pop(0)
             op.done.set()
 
-    # -- building batches --------------------------------------------------------------------
+    # -- offline: the spool and the probe ------------------------------------------------------
 
-    def _write_pending(self, backend: Backend, heartbeat: float | None) -> None:
-        registry = self._registry
-        steps = sorted(self._pending)
-        rows = [self._pending[s] for s in steps]
-        # Every key of the batch, in the order first seen (that order names new columns).
-        present = dict.fromkeys(chain.from_iterable(values for _, values in rows))
-        unknown = [key for key in present if not registry.known(key)]
-        if unknown:
-            seen: dict[str, list[Family | None]] = {key: [] for key in unknown}
-            for _, values in rows:
-                for key, value in values.items():
-                    families = seen.get(key)
-                    if families is not None:
-                        families.append(family_of(value))
-            registry.resolve(backend, {k: narrow(f) for k, f in seen.items()})
-        keys: dict[str, tuple[str, Family | None]] = {}
-        for key in present:
-            entry = registry.get(key)
-            if entry is None:
-                continue
-            if entry[1] == "int" and any(
-                needs_widening(values.get(key), "int") for _, values in rows
-            ):  # a fractional or non-finite float arrived for an int column
-                registry.widen(backend, key)
-                entry = registry.get(key) or entry
-            keys[key] = entry
-
-        ordered = [(key, family) for key, (_, family) in keys.items()]
-        overflow = len(keys) < len(present)  # some keys have no column: their values go to extra
-        # Steps past the last one written here (or a first batch) most likely need no merge:
-        # PostgreSQL then COPYs them at once, and merges only if the database refuses that.
-        fresh = self._max_written is None or steps[0] > self._max_written
-        batch = MetricBatch(
-            self.run_id,
-            list(keys.values()),
-            sql_types=[registry.sql_type(key) for key in keys],
-            fresh=fresh,
+    def _go_offline(self, exc: BaseException) -> None:
+        self._offline_since = time.monotonic()
+        self._outage_steps = len(self._pending)
+        self._probe_failures = 0
+        self._next_probe = time.monotonic() + 0.5
+        backend, self._backend = self._backend, None
+        if backend is not None:
+            with contextlib.suppress(Exception):
+                backend.close()
+        spool = self._spool()
+        where = str(spool.path) if spool.path is not None else f"a new spool in {spool_dir()}"
+        warn(
+            f"sqltrack: lost the database ({exc}); run {self.label} goes on, and its "
+            f"{len(self._pending)} unwritten steps and everything logged until the database "
+            f"answers go to {where} every {self.flush_interval:g} s and are sent when it is back"
         )
-        append = batch.rows.append
-        for step, (logged_at, values) in zip(steps, rows, strict=False):
-            extra: dict[str, Any] | None = None
-            out: list[Any] = [step, logged_at]
-            for key, family in ordered:
-                value = values.get(key)
-                if value is None or (type(value) is float and family == "float"):
-                    pass  # the common case: nothing to check or convert
-                elif not fits(value, family):
-                    extra = extra if extra is not None else {}
-                    extra[key] = value
-                    warn_once(
-                        self.label,
-                        f"extra:{key}",
-                        f"sqltrack: value {value!r:.60} of {key!r} does not fit its "
-                        f"{family or 'user-typed'} column; stored in metrics.extra instead",
-                    )
-                    value = None
-                elif family == "int" and type(value) is float:
-                    value = int(value)
-                elif family == "json":
-                    value = _json.dumps(value)
-                out.append(value)
-            if overflow:
-                for key, value in values.items():
-                    if key not in keys:  # over the column budget, or only None so far
-                        extra = extra if extra is not None else {}
-                        extra[key] = value
-            out.append(None if extra is None else _json.dumps(_extra_json(extra)))
-            append(tuple(out))
-        backend.write_metrics(batch, heartbeat)
-        self._pending.clear()
-        if self._max_written is None or steps[-1] > self._max_written:
-            self._max_written = steps[-1]
 
-    def _write_row_by_row(
-        self, backend: Backend, error: DatabaseError, heartbeat: float | None
-    ) -> None:
-        """A batch the database refused (e.g. a user-typed column): isolate the bad steps.
-
-        Each step is retried alone; a step refused again is written with all its values in
-        ``extra``, so nothing is lost.
-        """
-        warn_once(
-            self.label,
-            "refused",
-            f"sqltrack: the database refused a batch ({error}); "
-            "retrying step by step, refused values go to metrics.extra",
+    def _back_online(self) -> None:
+        assert self._offline_since is not None
+        down = time.monotonic() - self._offline_since
+        self._offline_since = None
+        warn(
+            f"sqltrack: the database is back after {down:.1f} s; run {self.label} wrote the "
+            f"{self._outage_steps} steps it kept meanwhile"
         )
-        pending = self._pending
-        self._pending = {}
+        self._outage_steps = 0
+
+    def _take_probed(self) -> Backend | None:
+        """A connection the probe made, if it got one; else start a probe when one is due."""
+        with self._probe_lock:
+            backend, self._probed_backend = self._probed_backend, None
+            if backend is not None:
+                return backend
+            busy = self._probe is not None and self._probe.is_alive()
+            if not busy and time.monotonic() >= self._next_probe:
+                self._probe = threading.Thread(
+                    target=self._probe_once, name=f"sqltrack-probe-{self.label}", daemon=True
+                )
+                self._probe.start()
+        return None
+
+    def _probe_once(self) -> None:
+        """Try one connection, off the writer thread (a black-holed connect blocks for its
+        timeout, and the writer must go on spooling meanwhile)."""
         try:
-            for step, row in sorted(pending.items()):
-                self._pending = {step: row}
-                try:
-                    self._write_pending(backend, heartbeat)
-                except DatabaseError as exc:
-                    if backend.is_disconnect(exc):
-                        raise
-                    logged_at, values = row
-                    batch = MetricBatch(self.run_id, [])
-                    batch.rows.append((step, logged_at, _json.dumps(_extra_json(values))))
-                    backend.write_metrics(batch, heartbeat)
-                del pending[step]
-        finally:
-            pending.update(self._pending)
-            self._pending = pending
+            backend = self._open_backend()
+            backend.fetchall("SELECT 1")
+        except Exception as exc:
+            self._probe_failures += 1
+            delay = min(_MAX_BACKOFF_S, 0.5 * 2 ** min(self._probe_failures, 8))
+            self._next_probe = time.monotonic() + delay
+            logger.debug(
+                "sqltrack: the database still does not answer (%s); next try in %g s", exc, delay
+            )
+            return
+        with self._probe_lock:
+            self._probed_backend = backend
+        self.wake.set()
 
+    def _spill(self) -> None:
+        """Move everything waiting in memory into the spool (one fsync'd transaction a batch)."""
+        if not (self._pending or self._ops):
+            return
+        spool = self._spool()
+        with spool.lock:
+            backend = spool.backend()
+            if self._spool_id is None:
+                self._spool_id = self._ensure_run(backend)
+                spool.attach(self.run_uuid)
+            count = len(self._pending)
+            if self._pending:
+                write_steps(
+                    backend, spool.registry, self._spool_id, self._pending, label=self.label
+                )
+                self._pending = {}
+            self._run_ops(backend, self._spool_id)
+        self._spooled_steps += count
+        self._outage_steps += count
 
-def _extra_json(extra: dict[str, Any]) -> dict[str, Any]:
-    """Values of ``extra`` as JSON: floats may be non-finite, dict/list values are converted."""
-    return {k: _json.metric_json(v, repr(k)) for k, v in extra.items()}
+    def _spill_quietly(self) -> None:
+        try:
+            self._spill()
+        except Exception:
+            logger.exception("sqltrack: could not spool run %s", self.label)
+
+    def _replay(self, backend: Backend) -> None:
+        """Send this run's spooled rows and writes to `backend`, then remove them from the spool."""
+        spool = self._spool()
+        with spool.lock:
+            sync.copy_runs(spool.backend(), backend, self._registry, [self.run_uuid])
+            spool.forget_run(self.run_uuid)
+        self._spool_id = None
+        self._spooled_steps = 0

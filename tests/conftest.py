@@ -70,6 +70,14 @@ def pg_url() -> Iterator[str]:
         _pg_admin(f'DROP SCHEMA "{schema}" CASCADE')
 
 
+@pytest.fixture(autouse=True)
+def spool_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Each test spools into a folder of its own, never the user's cache directory."""
+    folder = tmp_path_factory.mktemp("spool")
+    monkeypatch.setenv("SQLTRACK_SPOOL_DIR", str(folder))
+    return folder
+
+
 @pytest.fixture
 def sqlite_url(tmp_path: Any) -> str:
     """A SQLite URL for a new file in the test's temporary directory."""

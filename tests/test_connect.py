@@ -138,9 +138,12 @@ UNREACHABLE = [
 
 @pytest.mark.parametrize("url", [u[1] for u in UNREACHABLE], ids=[u[0] for u in UNREACHABLE])
 def test_password_never_shown_when_unreachable(url: str) -> None:
-    """Verify that a password in an unreachable URL appears in neither str nor repr of the error."""
+    """Verify that a password in an unreachable URL appears in neither the warning nor the error."""
+    with pytest.warns(sqltrack.SQLTrackWarning, match="cannot reach") as seen:
+        tracker = sqltrack.connect(url)  # a server that is away does not stop training code
+    assert all("s3cret" not in str(w.message) for w in seen)
     with pytest.raises(DatabaseUnavailableError) as info:
-        sqltrack.connect(url)
+        tracker.runs()
     assert "s3cret" not in str(info.value)
     assert "s3cret" not in repr(info.value)
     assert "127.0.0.1" in str(info.value)
@@ -185,9 +188,15 @@ def test_unknown_scheme_error_masks_password() -> None:
 
 
 def test_sqlite_missing_directory(tmp_path: Path) -> None:
-    """Verify that a SQLite file in a missing directory raises DatabaseUnavailableError."""
+    """Verify that a SQLite file in a missing directory raises DatabaseUnavailableError when
+    the caller asks for a reachable database, and otherwise warns and starts offline."""
+    url = f"sqlite:///{tmp_path}/no/such/dir/x.db"
     with pytest.raises(DatabaseUnavailableError):
-        sqltrack.connect(f"sqlite:///{tmp_path}/no/such/dir/x.db")
+        sqltrack.connect(url, offline_ok=False)
+    with pytest.warns(sqltrack.SQLTrackWarning, match="cannot reach"):
+        tracker = sqltrack.connect(url)
+    with pytest.raises(DatabaseUnavailableError):
+        tracker.runs()
     assert not (tmp_path / "no").exists()
 
 

@@ -218,13 +218,17 @@ def test_bad_arguments_are_refused_at_the_call_site() -> None:
         SQLTrackKerasCallback("", "sqlite:///x.db")
 
 
-def test_unreachable_database_warns_and_training_completes(tmp_path: Path) -> None:
+def test_unreachable_database_warns_and_training_completes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     """Verify fit() completes with a warning when the database cannot be reached."""
     url = f"sqlite:///{tmp_path}/missing/dir/sqltrack.db"
+    monkeypatch.setenv("SQLTRACK_FINISH_TIMEOUT", "1")  # then the run waits in the spool
     model = build()
     with pytest.warns(SQLTrackWarning, match="reach"):
         callback = fit(model, url)
     assert callback.run_id is None and len(model.history.history["loss"]) == 2
+    assert "send it with: sqltrack sync" in caplog.text
 
 
 def test_the_example_prints_a_lineage_of_three_runs(db_url: str, tmp_path: Path) -> None:

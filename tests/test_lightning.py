@@ -23,7 +23,7 @@ from lightning.pytorch import Callback, Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 import sqltrack_core as sqltrack
-from sqltrack_core import ConfigurationError, RunStatus
+from sqltrack_core import ConfigurationError, RunStatus, offline
 from sqltrack_core.errors import SQLTrackWarning, UnsupportedURLError
 from sqltrack_integrations.lightning import SQLTrackCallback, SQLTrackLogger
 
@@ -556,19 +556,32 @@ def _missing_database(dialect: str, tmp_path: Path, pg_url: str | None) -> tuple
 
 @pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
 def test_unreachable_database_at_start_warns_and_training_completes(
-    dialect: str, tmp_path: Path, request: pytest.FixtureRequest
+    dialect: str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Verify training completes with one warning when the database never answers."""
+    """Verify training completes with a warning when the database never answers, leaves the
+    run in the spool with one line saying so, and `sync_spools` sends it once it answers."""
     pg = request.getfixturevalue("pg_url") if dialect == "postgresql" else None
-    url = (
-        f"sqlite:///{tmp_path}/missing/dir/sqltrack.db"
-        if dialect == "sqlite"
-        else pg.split("@")[0] + "@127.0.0.1:1/test"  # type: ignore[union-attr]
-    )
-    with pytest.warns(SQLTrackWarning, match="reach") as caught:
-        logger, trainer = fit(tmp_path, url, TinyModel())
-    assert trainer.global_step == 8 and logger.run_id is None
-    assert any("still unreachable at the end of training" in str(w.message) for w in caught)
+    url, make_reachable = _missing_database(dialect, tmp_path, pg)
+    monkeypatch.setenv("SQLTRACK_FINISH_TIMEOUT", "1")
+    try:
+        with pytest.warns(SQLTrackWarning) as caught:  # cannot reach it; no provenance
+            logger, trainer = fit(tmp_path, url, TinyModel())
+        assert any("cannot reach" in str(w.message) for w in caught)
+        assert trainer.global_step == 8 and logger.run_id is None
+        assert "send it with: sqltrack sync" in caplog.text
+        make_reachable()
+        sent = offline.sync_spools()
+        assert [entry.removed for entry in sent] == [True]
+        with sqltrack.connect(url) as tracker:
+            info = tracker.run_info(logger.run_uuid)
+            frame = tracker.metrics(info["id"])
+        assert info["status"] == "completed" and frame["train/loss"].notna().sum() == 8
+    finally:
+        _drop_database(dialect, url, pg)
 
 
 @pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
@@ -585,8 +598,9 @@ def test_database_that_comes_back_gets_everything(
                 make_reachable()
 
     try:
-        with pytest.warns(SQLTrackWarning, match="cannot reach"):
+        with pytest.warns(SQLTrackWarning) as caught:  # cannot reach it, then it is back
             logger, _ = fit(tmp_path, url, TinyModel(), callbacks=[Restore()])
+        assert any("cannot reach" in str(w.message) for w in caught)
         assert logger.run_id is not None
         with sqltrack.connect(url) as tracker:
             info = tracker.run_info(logger.run_id)
@@ -596,12 +610,16 @@ def test_database_that_comes_back_gets_everything(
         assert frame["train/loss"].notna().sum() == 8
         assert set(checkpoints["kind"]) == {"initial", "checkpoint", "final"}
     finally:
-        if dialect == "postgresql":
-            import psycopg
+        _drop_database(dialect, url, pg)
 
-            sqltrack_db = url.rsplit("/", 1)[1]
-            with psycopg.connect(pg.split("?")[0], autocommit=True) as conn:  # type: ignore[union-attr]
-                conn.execute(f'DROP DATABASE IF EXISTS "{sqltrack_db}" WITH (FORCE)')
+
+def _drop_database(dialect: str, url: str, pg_url: str | None) -> None:
+    if dialect == "postgresql":
+        import psycopg
+
+        sqltrack_db = url.rsplit("/", 1)[1]
+        with psycopg.connect(pg_url.split("?")[0], autocommit=True) as conn:  # type: ignore[union-attr]
+            conn.execute(f'DROP DATABASE IF EXISTS "{sqltrack_db}" WITH (FORCE)')
 
 
 def test_status_mapping_covers_lightnings_statuses(sqlite_url: str) -> None:

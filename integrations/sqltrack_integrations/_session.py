@@ -1,17 +1,17 @@
 """What every framework integration needs from a run, whatever the framework.
 
 A `RunSession` is the run of one logger or callback: its UUID is made up front (frameworks
-want a run name before anything touches the database), the run row is created on first use,
-and while the database cannot be reached everything logged is kept in memory, retried in the
-background, and replayed (with its original timestamps) once it answers. Training never stops
-for tracking: database trouble warns once and goes on; only bad input the user gave raises.
+want a run name before anything touches the database) and the run is started on first use.
+While the database cannot be reached the core's own offline path keeps everything (the run
+starts offline, its writer spools to disk and replays when the database answers): a session
+keeps no copy of its own. Training never stops for tracking: database trouble warns once and
+goes on; only bad input the user gave raises.
 It pickles without its connections and threads (for frameworks that spawn processes), and its
 copies go on in the same run.
 """
 
 from __future__ import annotations
 
-import collections
 import os
 import threading
 import time
@@ -21,16 +21,13 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqltrack_core import Run, RunStatus, Tracker, connect, provenance
-from sqltrack_core._backends.base import check_scheme, mask_password, pin_url, resolve_url
-from sqltrack_core._warn import logger as _log
+from sqltrack_core._backends.base import check_scheme, pin_url, resolve_url
 from sqltrack_core._warn import warn_once
-from sqltrack_core.errors import ConfigurationError, MetricTypeError, NotFoundError, SQLTrackError
+from sqltrack_core.errors import ConfigurationError, MetricTypeError, NotFoundError
 from sqltrack_core.runs import _check_description
 
 __all__ = ["RESUME_MODES", "RunSession", "TracksARun", "check_positive"]
 
-_RETRY_FIRST_S, _RETRY_MAX_S = 1.0, 60.0
-MAX_BUFFERED_ROWS = 1_000_000  # metric rows kept in memory while the database is unreachable
 _USER_ERRORS = (MetricTypeError, ConfigurationError, NotFoundError)
 #: what a resume from another run's checkpoint does: a new run linked to it, or go on in it
 RESUME_MODES = ("new", "continue")
@@ -99,16 +96,6 @@ class RunSession:
         self._lock = threading.RLock()
         self._tracker: Tracker | None = None
         self.run: Run | None = None
-        # while the database is unreachable: rows, and writes to replay once the run exists
-        self._buffered: collections.deque[tuple[dict[str, Any], int | None, float]] = (
-            collections.deque()
-        )
-        self._deferred: list[Callable[[Run], object]] = []
-        self._offline = False
-        self._dropped = 0
-        self._retry: threading.Thread | None = None
-        self._stop_retry = threading.Event()
-        self._final_status: RunStatus | None = None  # finish() came while offline
 
     _PICKLED = ("url", "experiment", "name", "tags", "comment", "resume", "sample_above", "uuid")
 
@@ -120,29 +107,18 @@ class RunSession:
         self.__dict__.update(state)
         self._init_process_state()
 
-    @property
-    def offline(self) -> bool:
-        return self._offline
-
     # -- writing --------------------------------------------------------------------------------
 
     def log(
         self, metrics: Mapping[str, Any], step: int | None, timestamp: float | None = None
     ) -> None:
-        """`Run.log`, or keep the row while the database is away."""
+        """`Run.log` on the run, started (or reopened) first if needed."""
         run = self.run
         if run is not None and run.status is RunStatus.RUNNING:
             run.log(metrics, step, timestamp=timestamp)  # the hot path: no lock, no database
             return
         with self._lock:
-            run = self.ensure_run(reopen=True)
-            if run is not None:
-                run.log(metrics, step, timestamp=timestamp)
-                return
-            if len(self._buffered) >= MAX_BUFFERED_ROWS:
-                self._buffered.popleft()
-                self._dropped += 1
-            self._buffered.append((dict(metrics), step, timestamp or time.time()))
+            self.ensure_run(reopen=True).log(metrics, step, timestamp=timestamp)
 
     def log_after_end(self, metrics: Mapping[str, Any], step: int | None) -> None:
         """Log into a run that has finished (an evaluation after training), keeping its status."""
@@ -158,13 +134,9 @@ class RunSession:
             run.tracker.close()
 
     def do(self, cause: str, write: Callable[[Run], object], *, reopen: bool = True) -> None:
-        """Apply `write` to the run now, or keep it for when the database answers."""
+        """Apply `write` to the run (the core spools it while the database is away)."""
         with self.guard(cause), self._lock:
-            run = self.ensure_run(reopen=reopen)
-            if run is None:
-                self._deferred.append(write)
-            else:
-                write(run)
+            write(self.ensure_run(reopen=reopen))
 
     def register_checkpoint(
         self,
@@ -214,14 +186,9 @@ class RunSession:
 
     def finish(self, target: RunStatus) -> None:
         """Finish the run as `target` (reopening it if it ended otherwise), then give the
-        connections back; while the database is away, the retry thread finishes it later."""
+        connections back; while the database is away, what is left goes to the spool."""
         with self.guard("finish", strict=False):
-            with self._lock:
-                run = self.run
-                if run is None and self._offline:
-                    run = self.ensure_run(reopen=True, now=True)  # one last try, then keep trying
-                if run is None and self._offline:
-                    self._final_status = target
+            run = self.run
             if run is None:
                 self._finish_unseen(target)
                 return
@@ -267,32 +234,20 @@ class RunSession:
 
     # -- the run, and life without a database ---------------------------------------------------
 
-    def ensure_run(self, *, reopen: bool, now: bool = False) -> Run | None:
-        """The run, created on first use; None while the database cannot be reached (then the
-        retry thread creates it, unless `now` asks for one more try on this thread)."""
+    def ensure_run(self, *, reopen: bool) -> Run:
+        """The run, started on first use (offline if the database is away: the core spools it)."""
         with self._lock:
             run = self.run
             if run is not None:
                 if reopen and run.status is not RunStatus.RUNNING:
                     run = self._reopen(run)
                 return run
-            if self._offline and not now:
-                self._start_retry()
-                return None
-            try:
-                if self._tracker is None:
-                    self._tracker = connect(self.url)
-                run = self._create_run(self._tracker)
-            except _USER_ERRORS:
-                raise
-            except SQLTrackError as exc:
-                self._go_offline(exc)
-                return None
-            self._offline = False
-            return run
+            if self._tracker is None:
+                self._tracker = connect(self.url)
+            return self._create_run(self._tracker)
 
     def _create_run(self, tracker: Tracker) -> Run:
-        """Create (or continue) the run, then replay what was kept while offline (under _lock)."""
+        """Start (or continue) the run (under _lock)."""
         if self._continue is not None:
             run = tracker.continue_run(self._continue)
             self.uuid = run.uuid
@@ -309,83 +264,15 @@ class RunSession:
             )
         self._created = True
         self._continue = None
-        self._replay(run)
         self.run = run
-        if self._final_status is not None:  # training ended while the database was away
-            run.finish(self._final_status)
-            self._final_status = None
         return run
 
-    def _replay(self, run: Run) -> None:
-        if self._dropped:
-            warn_once(
-                f"session:{self.uuid}",
-                "dropped",
-                f"sqltrack: the database was unreachable for long; the oldest {self._dropped} "
-                f"metric rows of run {run.id} did not fit in memory and are lost",
-            )
-        while self._buffered:
-            metrics, step, stamp = self._buffered.popleft()
-            run.log(metrics, step, timestamp=stamp)
-        deferred, self._deferred = self._deferred, []
-        for write in deferred:
-            write(run)
-
     def _reopen(self, run: Run) -> Run:
-        self.run = run.tracker.continue_run(run.id)
+        self.run = run.tracker.continue_run(run.uuid)
         return self.run
 
-    def _go_offline(self, exc: BaseException) -> None:
-        self._offline = True
-        warn_once(
-            f"session:{self.uuid}",
-            "offline",
-            f"sqltrack: cannot reach {mask_password(self.url)} ({exc}); training goes on, and "
-            f"run {self.uuid} is kept in memory and written when the database answers",
-        )
-        self._start_retry()
-
-    def _start_retry(self) -> None:
-        if self._retry is None or not self._retry.is_alive():
-            self._stop_retry.clear()
-            self._retry = threading.Thread(
-                target=self._retry_loop, name="sqltrack-session-retry", daemon=True
-            )
-            self._retry.start()
-
-    def _retry_loop(self) -> None:
-        """Connect with backoff, off the training thread; create the run once it answers."""
-        delay = _RETRY_FIRST_S
-        while not self._stop_retry.wait(delay):
-            delay = min(delay * 2, _RETRY_MAX_S)
-            try:
-                tracker = self._tracker or connect(self.url)  # may block: not under _lock
-                with self._lock:
-                    self._tracker = tracker
-                    if self.run is None:
-                        self._create_run(tracker)
-                    self._offline = False
-            except SQLTrackError as exc:
-                _log.debug("sqltrack: still cannot reach the database: %s", exc)
-                continue
-            except Exception:
-                _log.exception("sqltrack: could not create run %s", self.uuid)
-                return
-            _log.info("sqltrack: the database answers again; run %s is written", self.run)
-            return
-
     def _finish_unseen(self, target: RunStatus) -> None:
-        """finish() on a copy that never made the run: the parent of spawned children, or a
-        process that never reached the database."""
-        if self._offline:
-            warn_once(
-                f"session:{self.uuid}",
-                "unwritten",
-                f"sqltrack: {mask_password(self.url)} is still unreachable at the end of "
-                f"training; {len(self._buffered)} metric rows of run {self.uuid} stay in memory "
-                "and are written if it answers while this process lives",
-            )
-            return
+        """finish() on a copy that never made the run: the parent of spawned children."""
         if target is RunStatus.COMPLETED:
             return
         # a spawned child made the run and failed; only this copy hears of it

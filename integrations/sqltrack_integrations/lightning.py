@@ -28,7 +28,7 @@ import weakref
 from collections.abc import Mapping
 from typing import Any
 
-from lightning.fabric.loggers.logger import _DummyExperiment, rank_zero_experiment
+from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import Logger
@@ -158,10 +158,9 @@ class SQLTrackLogger(Logger, TracksARun):
     @property
     @rank_zero_experiment
     def experiment(self) -> Any:
-        """The `sqltrack_core.Run` (created on first use); a no-op stand-in on ranks other than
-        0 and while the database cannot be reached."""
-        run = self._session.ensure_run(reopen=False)
-        return _DummyExperiment() if run is None else run
+        """The `sqltrack_core.Run` (created on first use, offline if the database is away; its
+        ``id`` is None until the database answers)."""
+        return self._session.ensure_run(reopen=False)
 
     @override
     @rank_zero_only

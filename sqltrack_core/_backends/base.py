@@ -106,6 +106,18 @@ class Backend(Protocol):
         """Whether `exc` means the connection is gone (retry after reconnecting)."""
         ...
 
+    def set_io_timeout(self, seconds: float | None) -> None:
+        """Fail a statement as a disconnect after `seconds` without an answer (None: never)."""
+        ...
+
+    def is_lock_timeout(self, exc: BaseException) -> bool:
+        """Whether `exc` is DDL giving up on a table lock (retry later; the connection is fine)."""
+        ...
+
+    def unix_time(self, value: Any) -> float:
+        """Convert a timestamp column's value, as this dialect returns it, to a Unix time."""
+        ...
+
     def reconnect(self) -> None:
         """Drop the current connection and open a new one to the same database."""
         ...

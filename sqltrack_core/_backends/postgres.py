@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import threading
+import time
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -29,6 +31,14 @@ if TYPE_CHECKING:
 #: Key of the advisory lock that serialises migrations and metric column changes.
 SCHEMA_LOCK_KEY = zlib.crc32(b"sqltrack-core schema") & 0x7FFFFFFF
 CONNECT_TIMEOUT_S = 10
+#: A path that black-holes packets is noticed within about this many seconds: TCP keepalives
+#: probe an idle connection, and unacknowledged writes give up after ``tcp_user_timeout``.
+DEAD_PEER_S = 10
+#: How long DDL (a new metric column, a widening) waits for its table lock before it gives up
+#: and retries later: a waiting ALTER TABLE would queue every other reader and writer of
+#: ``metrics`` behind it (issue 11, "no lock convoys").
+DDL_LOCK_TIMEOUT = "1s"
+_LOCK_NOT_AVAILABLE = "55P03"
 
 
 def _import_psycopg() -> Any:
@@ -61,6 +71,11 @@ class PostgresBackend:
         self._lock = threading.RLock()
         self._conn: psycopg.Connection[Any] | None = None
         self._sql_cache: dict[str, str] = {}
+        self._tx_depth = 0
+        self._depth = 0
+        self._io_timeout: float | None = None
+        self._busy_until: float | None = None
+        self._watchdog: threading.Thread | None = None
         self._connect()
 
     def _connect(self) -> None:
@@ -73,6 +88,16 @@ class PostgresBackend:
             kwargs["connect_timeout"] = CONNECT_TIMEOUT_S
         if "application_name" not in query and "PGAPPNAME" not in os.environ:
             kwargs["application_name"] = "sqltrack"
+        # Notice a dead peer (a black-holed path) instead of waiting on the socket forever.
+        for name, value in (
+            ("keepalives", 1),
+            ("keepalives_idle", DEAD_PEER_S // 2),
+            ("keepalives_interval", 2),
+            ("keepalives_count", 3),
+            ("tcp_user_timeout", DEAD_PEER_S * 1000),
+        ):
+            if name not in query:
+                kwargs[name] = value
         try:
             conn = psycopg.connect(self._dsn, **kwargs)
         except psycopg.OperationalError as exc:
@@ -90,26 +115,67 @@ class PostgresBackend:
 
     @property
     def conn(self) -> psycopg.Connection[Any]:
-        if self._conn is None:
-            raise DatabaseError(f"PostgreSQL connection to {self.url!r} is closed")
-        return self._conn
+        """The open connection; one lost earlier (or closed) is opened again here, so a
+        backend heals itself on its next use (raises `DatabaseUnavailableError` while it cannot)."""
+        conn = self._conn
+        if conn is None or conn.closed:
+            self._conn = None
+            self._connect()
+            conn = self._conn
+            assert conn is not None
+        return conn
 
     def _translate(self, exc: Exception) -> DatabaseError:
         psycopg = self._psycopg
-        if isinstance(exc, psycopg.OperationalError) and (
-            self._conn is None or self._conn.closed or self._conn.broken
+        conn = self._conn
+        if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)) and (
+            conn is None or conn.closed or conn.broken
         ):
+            # Every way a connection dies (refused, reset, closed, timed out, an admin's
+            # pg_terminate_backend) ends here: one classified error, retried by reconnecting.
             return DatabaseUnavailableError(
-                f"lost the connection to PostgreSQL at {self.url!r}: {exc}"
+                f"lost the connection to PostgreSQL at {self.url!r}: {_first_line(exc)}"
             )
         return DatabaseError(f"PostgreSQL error on {self.url!r}: {exc}")
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
+        timeout = self._io_timeout
+        if timeout is not None:
+            self._busy_until = time.monotonic() + timeout
+        self._depth += 1
         try:
             yield
         except self._psycopg.Error as exc:
             raise self._translate(exc) from exc
+        finally:
+            self._depth -= 1
+            if self._depth == 0:
+                self._busy_until = None
+
+    def set_io_timeout(self, seconds: float | None) -> None:
+        """Give up on a statement that gets no answer for `seconds` (None: wait as long as it
+        takes, as readers do). A server or path that swallows every packet while the kernel
+        still acknowledges them (a hung proxy, a frozen server) looks healthy to TCP; a
+        watchdog thread then shuts the socket down, and the statement fails as a disconnect."""
+        self._io_timeout = seconds
+        if seconds is not None and self._watchdog is None:
+            self._watchdog = threading.Thread(
+                target=self._watch, name="sqltrack-pg-watchdog", daemon=True
+            )
+            self._watchdog.start()
+
+    def _watch(self) -> None:
+        while self._io_timeout is not None:
+            time.sleep(min(1.0, self._io_timeout / 4))
+            until, conn = self._busy_until, self._conn
+            if until is None or conn is None or time.monotonic() < until:
+                continue
+            self._busy_until = None
+            with suppress(Exception):  # the socket may be gone already
+                fd = conn.pgconn.socket
+                with socket.socket(fileno=os.dup(fd)) as sock:
+                    sock.shutdown(socket.SHUT_RDWR)
 
     def sql(self, text: LiteralString) -> str:
         converted = self._sql_cache.get(text)
@@ -126,7 +192,21 @@ class PostgresBackend:
     def fetchall(
         self, sql: str, params: Sequence[Any] | None = None
     ) -> tuple[list[str], list[tuple[Any, ...]]]:
-        with self._lock, self._errors():
+        with self._lock:
+            idle = self._conn is not None and not self._conn.closed and self._tx_depth == 0
+            try:
+                return self._fetchall(sql, params)
+            except DatabaseUnavailableError:
+                if not idle:
+                    raise
+            # A connection that was fine until this query broke (the server restarted, a
+            # blip): a query outside a transaction is safe to send once more on a new one.
+            return self._fetchall(sql, params)
+
+    def _fetchall(
+        self, sql: str, params: Sequence[Any] | None
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        with self._errors():
             cursor = self.conn.execute(sql, params)
             rows = cursor.fetchall() if cursor.description else []
             names = [d.name for d in cursor.description or ()]
@@ -138,6 +218,7 @@ class PostgresBackend:
             with self._errors():
                 tx = self.conn.transaction()
                 tx.__enter__()
+            self._tx_depth += 1
             try:
                 if exclusive:
                     with self._errors():
@@ -148,6 +229,8 @@ class PostgresBackend:
                 with contextlib.suppress(self._psycopg.Error):
                     tx.__exit__(type(exc), exc, exc.__traceback__)
                 raise
+            finally:
+                self._tx_depth -= 1
             with self._errors():
                 tx.__exit__(None, None, None)
 
@@ -271,9 +354,13 @@ class PostgresBackend:
                 writer.write_row(row)
         cursor.execute(insert)
 
+    def _short_lock_wait(self) -> None:
+        self.execute("SET LOCAL lock_timeout = '" + DDL_LOCK_TIMEOUT + "'")
+
     def add_metric_column(self, name: str, sql_type: str) -> None:
         from psycopg import sql
 
+        self._short_lock_wait()
         self.execute(
             sql.SQL("ALTER TABLE metrics ADD COLUMN IF NOT EXISTS {} {}").format(  # type: ignore[arg-type]
                 sql.Identifier(name),
@@ -284,6 +371,7 @@ class PostgresBackend:
     def widen_metric_column(self, name: str, sql_type: str) -> None:
         from psycopg import sql
 
+        self._short_lock_wait()
         self.execute(
             sql.SQL("ALTER TABLE metrics ALTER COLUMN {0} TYPE {1} USING {0}::{1}").format(  # type: ignore[arg-type]
                 sql.Identifier(name),
@@ -299,6 +387,12 @@ class PostgresBackend:
     def is_disconnect(self, exc: BaseException) -> bool:
         return isinstance(exc, DatabaseUnavailableError)
 
+    def is_lock_timeout(self, exc: BaseException) -> bool:
+        return getattr(exc.__cause__, "sqlstate", None) == _LOCK_NOT_AVAILABLE
+
+    def unix_time(self, value: Any) -> float:
+        return float(value.timestamp())
+
     def reconnect(self) -> None:
         self.abandon_quietly()
         self._connect()
@@ -310,6 +404,7 @@ class PostgresBackend:
             self._conn = None
 
     def close(self) -> None:
+        self._io_timeout = None  # ends the watchdog
         with self._lock:
             if self._conn is not None:
                 try:
@@ -325,6 +420,12 @@ class PostgresBackend:
 
 
 _ABANDONED: list[Any] = []
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
 
 #: family -> the type binary COPY sends (JSON and user-typed columns go as text COPY)
 # Binary COPY sends each value in the wire format of the type named here, which the server

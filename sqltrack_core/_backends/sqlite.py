@@ -101,6 +101,9 @@ class SQLiteBackend:
         "json": "JSON",
     }
 
+    #: PRAGMA synchronous of new connections (a subclass may ask for FULL)
+    synchronous = "NORMAL"
+
     def __init__(self, url: str) -> None:
         self.url = url
         self.path = path_from_url(url)
@@ -128,7 +131,8 @@ class SQLiteBackend:
                 uri=uri,
             )
             _enable_wal(conn)  # readers never block the writer
-            conn.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; safe with WAL
+            # NORMAL: durable at checkpoints, safe with WAL; a spool asks for FULL (fsync per commit)
+            conn.execute(f"PRAGMA synchronous={self.synchronous}")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.create_function("sqltrack_merge_json", 2, _merge_json, deterministic=True)
         except sqlite3.Error as exc:
@@ -137,8 +141,10 @@ class SQLiteBackend:
 
     @property
     def conn(self) -> sqlite3.Connection:
+        """The open connection; one closed earlier is opened again here."""
         if self._conn is None:
-            raise DatabaseError(f"SQLite connection to {self.path!r} is closed")
+            self._connect()
+            assert self._conn is not None
         return self._conn
 
     def sql(self, text: LiteralString) -> str:
@@ -249,6 +255,15 @@ class SQLiteBackend:
         return isinstance(exc, DatabaseUnavailableError) or (
             isinstance(exc, DatabaseError) and "locked" in str(exc)
         )
+
+    def set_io_timeout(self, seconds: float | None) -> None:
+        return None  # a local file: the busy timeout bounds every wait
+
+    def is_lock_timeout(self, exc: BaseException) -> bool:
+        return False  # the busy timeout waits for locks; a lock it gives up on is a disconnect
+
+    def unix_time(self, value: Any) -> float:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
 
     def reconnect(self) -> None:
         self.close()
