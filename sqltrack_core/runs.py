@@ -132,6 +132,7 @@ class Run:
             lambda: _spool.spool_for(tracker._open_url),
             label=f"{experiment}/{name or uuid}",
             offline=id is None,  # started while its database was away (start_run warned)
+            write_timeout=options.write_timeout,
             flush_interval=options.flush_interval,
             max_pending=options.max_pending,
             # beat well within stale_after, so a healthy run never reads as crashed

@@ -53,9 +53,17 @@ class Options:
     )
     #: seconds a metadata write (tags, params, links) waits before it is left queued
     metadata_timeout: float = 10.0
+    #: seconds a write may go unanswered before the connection counts as lost (a black hole)
+    write_timeout: float = 10.0
 
     def check(self) -> None:
-        for name in ("flush_interval", "stale_after", "finish_timeout", "metadata_timeout"):
+        for name in (
+            "flush_interval",
+            "stale_after",
+            "finish_timeout",
+            "metadata_timeout",
+            "write_timeout",
+        ):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
                 raise ConfigurationError(

@@ -94,8 +94,10 @@ class MetricWriter:
         max_pending: int = 5000,
         heartbeat_interval: float = HEARTBEAT_INTERVAL_S,
         offline: bool = False,
+        write_timeout: float = WRITE_TIMEOUT_S,
     ) -> None:
         self.run_uuid = run_uuid
+        self.write_timeout = write_timeout
         self.run_id = run_id
         self.label = label
         self.flush_interval = flush_interval
@@ -285,7 +287,7 @@ class MetricWriter:
                 self._spill()
                 return
             self._backend = backend
-            backend.set_io_timeout(WRITE_TIMEOUT_S)
+            backend.set_io_timeout(self.write_timeout)
         now = time.monotonic()
         heartbeat_due = now - self._last_beat >= self.heartbeat_interval
         if not (self._has_work() or heartbeat_due or self._spool_id is not None):
@@ -315,7 +317,7 @@ class MetricWriter:
     def _connection(self) -> Backend:
         if self._backend is None:
             self._backend = self._open_backend()
-            self._backend.set_io_timeout(WRITE_TIMEOUT_S)
+            self._backend.set_io_timeout(self.write_timeout)
         return self._backend
 
     def _write(self, backend: Backend, heartbeat_due: bool) -> None:
@@ -411,10 +413,14 @@ class MetricWriter:
     def _probe_once(self) -> None:
         """Try one connection, off the writer thread (a black-holed connect blocks for its
         timeout, and the writer must go on spooling meanwhile)."""
+        backend: Backend | None = None
         try:
             backend = self._open_backend()
             backend.fetchall("SELECT 1")
         except Exception as exc:
+            if backend is not None:
+                with contextlib.suppress(Exception):
+                    backend.close()
             self._probe_failures += 1
             delay = min(_MAX_BACKOFF_S, 0.5 * 2 ** min(self._probe_failures, 8))
             self._next_probe = time.monotonic() + delay

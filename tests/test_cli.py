@@ -17,7 +17,7 @@ from click.testing import CliRunner, Result
 import sqltrack_core as sqltrack
 from sqltrack_core.cli import cli
 
-COMMANDS = ["migrate", "runs", "show", "metrics", "lineage", "sql"]
+COMMANDS = ["migrate", "runs", "show", "metrics", "lineage", "sql", "sync"]
 
 #: run name -> val/acc per step; binary fractions, so every backend prints them exactly
 HISTORIES = {
