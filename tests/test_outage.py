@@ -92,15 +92,14 @@ def test_thirty_second_cut_loses_nothing(pg_url: str, proxy: FaultProxy) -> None
     connection works again afterwards."""
     tracker = sqltrack.connect(proxy.url(pg_url), flush_interval=0.2)
     assert len(tracker.runs()) == 0
-    with (
-        pytest.warns(SQLTrackWarning, match="lost the database"),
-        tracker.start_run("outage") as run,
-    ):
+    with pytest.warns(SQLTrackWarning) as seen, tracker.start_run("outage") as run:
         step = _log_during(run, 0.5)
         proxy.cut()
         step = _log_during(run, 30.0, step)
         proxy.restore()
         step = _log_during(run, 0.5, step)
+    messages = " ".join(str(w.message) for w in seen)
+    assert "lost the database" in messages and "the database is back" in messages
     assert _values(pg_url, "SELECT count(*) FROM metrics") == [(step,)]
     runs = tracker.runs()  # the reader reconnects by itself
     assert list(runs["status"]) == ["completed"]
@@ -510,3 +509,47 @@ def test_sys_exit_outside_a_with_block(db_url: str, code: int) -> None:
     assert done.returncode == code, done.stderr[-2000:]
     expected = "completed" if code == 0 else "failed"
     assert _values(db_url, "SELECT status FROM runs") == [(expected,)]
+
+
+SIGTERM_WHILE_DOWN = textwrap.dedent(
+    """
+    import sys, time
+    from _proxy import FaultProxy
+    import sqltrack_core as sqltrack
+
+    proxy = FaultProxy().start()
+    tracker = sqltrack.connect(proxy.url(sys.argv[1]), flush_interval=0.1)  # finish_timeout 60 s
+    run = tracker.start_run("sigterm-while-down")
+    run.log({"x": 0}, step=0)
+    run.flush()
+    proxy.cut()
+    for step in range(1, 100):
+        run.log({"x": step}, step=step)
+    print("ready", flush=True)
+    time.sleep(120)
+    """
+)
+
+
+def test_sigterm_while_down_ends_soon_and_spools(pg_url: str) -> None:
+    """Verify that SIGTERM while the database is down ends the process in seconds, not after
+    finish_timeout, with the run spooled as cancelled."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SIGTERM_WHILE_DOWN, pg_url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(TESTS)},
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    signalled = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGTERM, err[-2000:]
+    assert time.monotonic() - signalled < 30  # SIGTERM waits at most 5 s, not 60
+    assert "send it with: sqltrack sync" in err
+    [sent] = offline.sync_spools(pg_url)
+    assert sent.removed
+    assert _values(pg_url, "SELECT status FROM runs") == [("cancelled",)]
+    assert _values(pg_url, "SELECT count(*) FROM metrics") == [(100,)]
