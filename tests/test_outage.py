@@ -48,6 +48,20 @@ def _log_during(run: sqltrack.Run, seconds: float, start: int = 0) -> int:
     return step
 
 
+def _start(script: str, url: str, ready: str) -> subprocess.Popen[str]:
+    """Run `script` on `url` in a new process (tests/ on its path) until it prints `ready`."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(TESTS)},
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == ready
+    return proc
+
+
 def _spool_rows(path: Path | None) -> int:
     if path is None or not path.exists():
         return 0
@@ -233,18 +247,10 @@ KILLED = textwrap.dedent(
 def test_sigkill_loses_at_most_one_interval_and_reads_crashed(db_url: str) -> None:
     """Verify that SIGKILL loses at most the last flush interval and the run reads crashed
     once its heartbeat is stale."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c", KILLED, db_url],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(TESTS)},
-    )
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "logged"
+    proc = _start(KILLED, db_url, "logged")
     time.sleep(0.5)
     proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
-    proc.stdout.close()
+    proc.communicate(timeout=30)
     [(count, top)] = _values(db_url, "SELECT count(*), max(x) FROM metrics")
     assert count >= 500 and top == count - 1  # everything before the last interval
     with sqltrack.connect(db_url, stale_after=0.5, offline_ok=False) as tracker:
@@ -276,20 +282,11 @@ KILLED_WHILE_DOWN = textwrap.dedent(
 def test_sigkill_while_down_keeps_the_spool(pg_url: str, spool_dir: Path) -> None:
     """Verify that a process killed while its database is down leaves its rows in the spool,
     and `sync_spools` sends them once the process is gone."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c", KILLED_WHILE_DOWN, pg_url],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(TESTS)},
-    )
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "spooled"
+    proc = _start(KILLED_WHILE_DOWN, pg_url, "spooled")
     live = offline.sync_spools(pg_url)
     assert [entry.skipped for entry in live] == ["still in use by a running process"]
     proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
-    proc.stdout.close()
+    proc.communicate(timeout=30)
     [sent] = offline.sync_spools(pg_url)
     assert sent.removed and sent.result.rows == 299
     assert _values(pg_url, "SELECT count(*), max(x) FROM metrics") == [(300, 299)]
@@ -483,14 +480,7 @@ SIGTERM_LOOP = textwrap.dedent(
 def test_sigterm_never_recurses_through_a_handler_that_calls_ours(sqlite_url: str) -> None:
     """Verify that SIGTERM ends gracefully, without RecursionError, when the handler before
     ours calls ours (a handler composed on top of ours, and a later run)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c", SIGTERM_LOOP, sqlite_url],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "ready"
+    proc = _start(SIGTERM_LOOP, sqlite_url, "ready")
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert "RecursionError" not in err and proc.returncode == 0, err[-2000:]
@@ -534,15 +524,7 @@ SIGTERM_WHILE_DOWN = textwrap.dedent(
 def test_sigterm_while_down_ends_soon_and_spools(pg_url: str) -> None:
     """Verify that SIGTERM while the database is down ends the process in seconds, not after
     finish_timeout, with the run spooled as cancelled."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c", SIGTERM_WHILE_DOWN, pg_url],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(TESTS)},
-    )
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "ready"
+    proc = _start(SIGTERM_WHILE_DOWN, pg_url, "ready")
     signalled = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
