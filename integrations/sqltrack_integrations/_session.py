@@ -117,7 +117,8 @@ class RunSession:
         if run is not None and run.status is RunStatus.RUNNING:
             run.log(metrics, step, timestamp=timestamp)  # the hot path: no lock, no database
             return
-        with self._lock:
+        # Reopening a run needs its database; bad values the caller gave still raise.
+        with self._lock, self.guard("log"):
             self.ensure_run(reopen=True).log(metrics, step, timestamp=timestamp)
 
     def log_after_end(self, metrics: Mapping[str, Any], step: int | None) -> None:
