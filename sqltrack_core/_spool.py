@@ -45,6 +45,12 @@ CREATE TABLE IF NOT EXISTS spool_links (
     evidence      JSON NOT NULL DEFAULT '{}',
     PRIMARY KEY (from_run_uuid, kind, to_run_uuid)
 );
+CREATE TABLE IF NOT EXISTS spool_inferences (
+    run_uuid        TEXT NOT NULL,
+    checkpoint_uuid TEXT NOT NULL,
+    resumed         BOOLEAN NOT NULL,
+    PRIMARY KEY (run_uuid, checkpoint_uuid)
+);
 """
 
 
@@ -191,9 +197,7 @@ class Spool:
             backend = self._backend
             if backend is None:
                 return
-            with backend.transaction():
-                backend.execute("DELETE FROM spool_links WHERE from_run_uuid = ?", (run_uuid,))
-                backend.execute("DELETE FROM runs WHERE uuid = ?", (run_uuid,))
+            delete_runs(backend, [run_uuid])
             _, rows = backend.fetchall("SELECT count(*) FROM runs")
             if rows[0][0] == 0:
                 self.close(remove=True)
@@ -255,3 +259,22 @@ def add_link(backend: Any, from_uuid: str, kind: str, to_uuid: str, evidence: st
         "ON CONFLICT (from_run_uuid, kind, to_run_uuid) DO UPDATE SET evidence = excluded.evidence",
         (from_uuid, kind, to_uuid, evidence),
     )
+
+
+def defer_inference(backend: Any, run_uuid: str, checkpoint_uuid: str, resumed: bool) -> None:
+    """Keep, in a spool, that a run's parents are to be found from its initial weights (the
+    checkpoint `checkpoint_uuid`) once it reaches a database that has the registry."""
+    backend.execute(
+        "INSERT OR REPLACE INTO spool_inferences (run_uuid, checkpoint_uuid, resumed) "
+        "VALUES (?, ?, ?)",
+        (run_uuid, checkpoint_uuid, resumed),
+    )
+
+
+def delete_runs(backend: Any, run_uuids: list[str]) -> None:
+    """Remove runs that reached their database from a spool, with what it kept by UUID."""
+    with backend.transaction():
+        for run_uuid in run_uuids:
+            backend.execute("DELETE FROM spool_links WHERE from_run_uuid = ?", (run_uuid,))
+            backend.execute("DELETE FROM spool_inferences WHERE run_uuid = ?", (run_uuid,))
+            backend.execute("DELETE FROM runs WHERE uuid = ?", (run_uuid,))

@@ -155,10 +155,7 @@ def _send(
         tracker.close()
     if dry_run:
         return
-    with src.transaction():
-        for run_uuid in uuids:
-            src.execute("DELETE FROM spool_links WHERE from_run_uuid = ?", (run_uuid,))
-            src.execute("DELETE FROM runs WHERE uuid = ?", (run_uuid,))
+    _spool.delete_runs(src, uuids)
 
 
 def copy_database(

@@ -29,6 +29,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import uuid as uuid_module
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -93,10 +94,14 @@ def read_token(value: Any) -> dict[str, Any] | None:
 
 @dataclass(frozen=True)
 class InferredLink:
-    """A link `link_from_weights` or `link_from_token` wrote: ``this run --kind--> run_id``."""
+    """A link `link_from_weights` or `link_from_token` wrote: ``this run --kind--> run_id``.
+
+    `run_id` is None for a link made while the database was away (it is written, by UUID,
+    when the database answers).
+    """
 
     kind: str
-    run_id: int
+    run_id: int | None
     run_uuid: str
     evidence: dict[str, Any] = field(default_factory=dict)
 
@@ -251,3 +256,46 @@ def infer_links(
         )
     links.sort(key=lambda link: (-link.evidence["fraction"], link.run_id))
     return links
+
+
+def resumed_kind(links: list[InferredLink], resumed: bool) -> list[InferredLink]:
+    """`links`, with ``finetuned_from`` read as ``resumed_from`` when optimizer and loop state
+    were restored too (`resumed`)."""
+    if not resumed:
+        return links
+    return [
+        dataclasses.replace(link, kind="resumed_from") if link.kind == "finetuned_from" else link
+        for link in links
+    ]
+
+
+def infer_and_link(
+    b: Backend, run_id: int, fingerprints: Sequence[TensorFingerprint], *, resumed: bool
+) -> list[InferredLink]:
+    """`infer_links`, then write the links (for an inference deferred while the database was
+    away: the writer, or `sync`, runs it once the run's weights and its parents are there)."""
+    links = resumed_kind(infer_links(b, run_id, fingerprints), resumed)
+    for link in links:
+        b.execute(
+            b.sql(
+                "INSERT INTO run_links (from_run_id, kind, to_run_id, evidence) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (from_run_id, kind, to_run_id) DO UPDATE SET evidence = excluded.evidence"
+            ),
+            (run_id, link.kind, link.run_id, b.json_param(_json.dumps(link.evidence))),
+        )
+    return links
+
+
+def read_fingerprints(b: Backend, checkpoint_uuid: str) -> list[TensorFingerprint]:
+    """The fingerprints registered with a checkpoint, by its UUID."""
+    _, rows = b.fetchall(
+        b.sql(
+            "SELECT f.name, f.hash, f.dtype, f.shape, f.numel, f.sampled FROM tensor_fingerprints f "
+            "JOIN checkpoints c ON c.id = f.checkpoint_id WHERE c.uuid = ? ORDER BY f.name"
+        ),
+        (checkpoint_uuid,),
+    )
+    return [
+        TensorFingerprint(name, hash_, dtype, tuple(_json.decode(shape)), int(numel), bool(s))
+        for name, hash_, dtype, shape, numel, s in rows
+    ]

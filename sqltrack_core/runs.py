@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import atexit
 import copy
-import dataclasses
 import enum
 import math
 import os
@@ -22,6 +21,7 @@ from ._warn import logger, warn_once
 from .errors import (
     ConfigurationError,
     DatabaseError,
+    DatabaseUnavailableError,
     MetricTypeError,
     NotFoundError,
     RunStateError,
@@ -556,18 +556,25 @@ class Run:
         if not infer:
             return []
         tracker = self._tracker
-        with tracker._lock:
-            run_id = self.id if self.id is not None else -1  # a run not in the database yet
-            links = provenance.infer_links(tracker.backend, run_id, fingerprints)
-        if resumed:
-            links = [
-                dataclasses.replace(link, kind="resumed_from")
-                if link.kind == "finetuned_from"
-                else link
-                for link in links
-            ]
+        try:
+            if self.id is None or self._writer.offline:
+                raise DatabaseUnavailableError(f"run {self.uuid} has not reached its database")
+            with tracker._lock:
+                links = provenance.infer_links(tracker.backend, self.id, fingerprints)
+        except DatabaseUnavailableError:
+            # The registry is in the database: match once it answers, after these weights
+            # are written (in order, by the writer, or by `sqltrack sync` from the spool).
+            def deferred(b: Backend, run_id: int) -> None:
+                if _spool.is_spool(b):
+                    _spool.defer_inference(b, str(self.uuid), token["checkpoint_uuid"], resumed)
+                else:
+                    provenance.infer_and_link(b, run_id, fingerprints, resumed=resumed)
+
+            self._write(deferred)
+            return []
+        links = provenance.resumed_kind(links, resumed)
         for link in links:
-            self.link(link.kind, link.run_id, link.evidence)
+            self.link(link.kind, link.run_uuid, link.evidence)
         return links
 
     def link_from_token(
@@ -597,14 +604,17 @@ class Run:
             raise ConfigurationError(
                 f"link kind {kind!r} is not one of {', '.join(map(repr, _TOKEN_LINK_KINDS))}"
             )
-        to_id = self._tracker._run_id(parsed["run_uuid"])
+        try:
+            to_id: int | None = self._tracker._run_id(parsed["run_uuid"])
+        except DatabaseUnavailableError:
+            to_id = None  # linked by UUID when the database answers
         evidence = {
             "method": "token",
             "checkpoint_uuid": parsed["checkpoint_uuid"],
             "step": parsed["step"],
             "path": None if path is None else os.fspath(path),
         }
-        self.link(kind, to_id, evidence)
+        self.link(kind, parsed["run_uuid"], evidence)
         return provenance.InferredLink(kind, to_id, parsed["run_uuid"], evidence)
 
 

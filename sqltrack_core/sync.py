@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 
 from . import _json, _spool, provenance
 from ._columns import family_of_sql_type
-from ._fingerprint import TensorFingerprint
 from ._store import ColumnRegistry, write_steps
 from .analysis import _decode
 from .errors import DatabaseError, NotFoundError
@@ -91,6 +90,8 @@ def copy_runs(
     for run_uuid in wanted:
         result.add(_copy_run(src, dst, registry, run_uuid, dry_run, progress))
     result.add(_copy_links(src, dst, wanted, dry_run))
+    if _spool.is_spool(src) and not dry_run:
+        result.links += _deferred_inferences(src, dst, wanted)
     return result
 
 
@@ -272,27 +273,17 @@ def _copy_metrics(
 
 def _copy_checkpoints(src: Backend, dst: Backend, src_id: int, dst_id: int) -> int:
     _, rows = src.fetchall(
-        src.sql("SELECT id, uuid, path, kind, token FROM checkpoints WHERE run_id = ? ORDER BY id"),
+        src.sql("SELECT uuid, path, kind, token FROM checkpoints WHERE run_id = ? ORDER BY id"),
         (src_id,),
     )
     copied = 0
-    for checkpoint_id, checkpoint_uuid, path, kind, token in rows:
+    for checkpoint_uuid, path, kind, token in rows:
         _, have = dst.fetchall(
             dst.sql("SELECT 1 FROM checkpoints WHERE uuid = ?"), (str(checkpoint_uuid),)
         )
         if have:
             continue
-        _, prints = src.fetchall(
-            src.sql(
-                "SELECT name, hash, dtype, shape, numel, sampled FROM tensor_fingerprints "
-                "WHERE checkpoint_id = ? ORDER BY name"
-            ),
-            (checkpoint_id,),
-        )
-        fingerprints = [
-            TensorFingerprint(name, hash_, dtype, tuple(_json.decode(shape)), int(numel), bool(s))
-            for name, hash_, dtype, shape, numel, s in prints
-        ]
+        fingerprints = provenance.read_fingerprints(src, str(checkpoint_uuid))
         # `produced` is decided again in the target, against the run's initial weights there.
         provenance.write_checkpoint(
             dst,
@@ -339,3 +330,17 @@ def _copy_links(src: Backend, dst: Backend, uuids: list[str], dry_run: bool) -> 
             (from_id, kind, to_id, dst.json_param(text)),
         )
     return result
+
+
+def _deferred_inferences(src: Backend, dst: Backend, uuids: list[str]) -> int:
+    """Find the parents of runs that started from weights while their database was away (the
+    spool kept which initial checkpoint to match); return how many links that made."""
+    made = 0
+    _, rows = src.fetchall("SELECT run_uuid, checkpoint_uuid, resumed FROM spool_inferences")
+    for run_uuid, checkpoint_uuid, resumed in rows:
+        run_id = _lookup(dst, str(run_uuid)) if str(run_uuid) in uuids else None
+        if run_id is None:
+            continue
+        fingerprints = provenance.read_fingerprints(dst, str(checkpoint_uuid))
+        made += len(provenance.infer_and_link(dst, run_id, fingerprints, resumed=bool(resumed)))
+    return made

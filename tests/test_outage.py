@@ -535,3 +535,47 @@ def test_sigterm_while_down_ends_soon_and_spools(pg_url: str) -> None:
     assert sent.removed
     assert _values(pg_url, "SELECT status FROM runs") == [("cancelled",)]
     assert _values(pg_url, "SELECT count(*) FROM metrics") == [(100,)]
+
+
+@pytest.mark.parametrize("route", ["replay", "sync"])
+def test_provenance_of_runs_started_while_down(pg_url: str, proxy: FaultProxy, route: str) -> None:
+    """Verify that runs started while the database is down still get their parents, by
+    weights and by token, once their data arrives (replayed in-process, or sent by sync)."""
+    import torch
+
+    torch.manual_seed(0)
+    weights = {"w": torch.randn(64, 64), "b": torch.randn(64)}
+    with sqltrack.connect(pg_url) as direct, direct.start_run("pretrain") as base:
+        base.link_from_weights({k: torch.randn_like(v) for k, v in weights.items()})
+        token = base.register_checkpoint("base.pt", weights, step=10)
+    proxy.cut()
+    timeout = 0.5 if route == "sync" else 60.0
+    with pytest.warns(SQLTrackWarning, match="cannot reach"):
+        tracker = sqltrack.connect(proxy.url(pg_url), flush_interval=0.1, finish_timeout=timeout)
+    finetune = tracker.start_run("finetune")
+    assert finetune.link_from_weights(weights) == []  # found once the registry answers
+    resumed = tracker.start_run("resumed")
+    assert resumed.link_from_token(token).run_id is None
+    if route == "replay":
+        proxy.restore()
+        with pytest.warns(SQLTrackWarning, match="the database is back"):
+            finetune.finish()
+            resumed.finish()
+    else:
+        finetune.finish()
+        resumed.finish()
+        proxy.restore()
+        sent = offline.sync_spools()
+        assert [entry.removed for entry in sent] == [True]
+    rows = _values(
+        pg_url,
+        "SELECT ef.name, l.kind, et.name FROM run_links l "
+        "JOIN runs f ON f.id = l.from_run_id JOIN experiments ef ON ef.id = f.experiment_id "
+        "JOIN runs t ON t.id = l.to_run_id JOIN experiments et ON et.id = t.experiment_id "
+        "ORDER BY ef.name",
+    )
+    assert rows == [
+        ("finetune", "finetuned_from", "pretrain"),
+        ("resumed", "resumed_from", "pretrain"),
+    ]
+    tracker.close()
