@@ -20,7 +20,7 @@ from ._backends.base import mask_password, resolve_url
 from .errors import ConfigurationError, SQLTrackError
 from .tracker import connect
 
-__all__ = ["SpoolSent", "copy_database", "list_spools", "spool_dir", "sync_spools"]
+__all__ = ["SpoolSent", "copy_database", "spool_dir", "sync_spools"]
 
 spool_dir = _spool.spool_dir
 
@@ -61,30 +61,6 @@ def _target_url(recorded: str, to: str | None) -> str:
         f"the spool's database {recorded!r} needs a password the spool does not keep; pass it "
         "with --to URL (or set SQLTRACK_URL, PGPASSWORD or ~/.pgpass)"
     )
-
-
-def list_spools(directory: Path | None = None) -> list[SpoolSent]:
-    """The spools waiting in `directory` (default: the spool directory) and the runs they hold;
-    a spool still written by a live process says so in ``skipped``."""
-    found = []
-    for path in _spool.find_spools(directory):
-        entry = SpoolSent(path, "?")
-        lock = _spool.claim(path)
-        try:
-            backend = _spool.open_spool(path)
-            try:
-                entry.target = _spool.spool_info(backend).get("target", "?")
-                entry.runs = _spool_runs(backend)
-            finally:
-                backend.close()
-        except SQLTrackError as exc:
-            entry.skipped = f"unreadable: {exc}"
-        if lock is None:
-            entry.skipped = "still in use by a running process"
-        else:
-            lock.close()
-        found.append(entry)
-    return found
 
 
 def sync_spools(
