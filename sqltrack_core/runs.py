@@ -222,7 +222,8 @@ class Run:
                 self._writer.wake.set()
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Block until everything logged so far is written; False if `timeout` ran out."""
+        """Block until everything logged so far is written; False if `timeout` ran out, or if
+        the database is away (then it returns once everything is safe in the spool)."""
         return self._writer.flush(timeout)
 
     # -- metadata -----------------------------------------------------------------------------

@@ -63,12 +63,15 @@ class Operation:
 
 
 class _Marker:
-    """A flush request: released once everything queued before it is written."""
+    """A flush request: released once everything queued before it is written, or (unless
+    `strict`) safe in the spool while the database is away (then `spooled`)."""
 
-    __slots__ = ("done",)
+    __slots__ = ("done", "spooled", "strict")
 
-    def __init__(self) -> None:
+    def __init__(self, strict: bool) -> None:
         self.done = threading.Event()
+        self.spooled = False
+        self.strict = strict
 
 
 class MetricWriter:
@@ -166,19 +169,25 @@ class MetricWriter:
         self.ensure_started()
         self.wake.set()
 
-    def flush(self, timeout: float | None = None) -> bool:
-        """Wait until everything queued so far is written; False if `timeout` ran out first."""
-        marker = _Marker()
+    def flush(self, timeout: float | None = None, *, strict: bool = False) -> bool:
+        """Wait until everything queued so far is written; False if `timeout` ran out first.
+
+        While the database is away this returns False as soon as everything is in the spool
+        (training never waits for an outage), unless `strict` asks for the database itself.
+        """
+        marker = _Marker(strict)
         self.queue.append(marker)
         self.ensure_started()
         self.wake.set()
-        return marker.done.wait(timeout)
+        return marker.done.wait(timeout) and not marker.spooled
 
     def close(self, timeout: float | None = None) -> bool:
         """Flush for at most `timeout` seconds, then stop the thread; False if the database
         did not take everything in time (what is left is then in the spool: `spool_path`)."""
         self._next_probe = 0.0  # one more try at once if the database is away
-        flushed = self.flush(timeout) if self._thread is not None or self.queue else True
+        flushed = (
+            self.flush(timeout, strict=True) if self._thread is not None or self.queue else True
+        )
         if not flushed:
             self._final = True
         self._stopping = True
@@ -434,23 +443,27 @@ class MetricWriter:
 
     def _spill(self) -> None:
         """Move everything waiting in memory into the spool (one fsync'd transaction a batch)."""
-        if not (self._pending or self._ops):
-            return
-        spool = self._spool()
-        with spool.lock:
-            backend = spool.backend()
-            if self._spool_id is None:
-                self._spool_id = self._ensure_run(backend)
-                spool.attach(self.run_uuid)
-            count = len(self._pending)
-            if self._pending:
-                write_steps(
-                    backend, spool.registry, self._spool_id, self._pending, label=self.label
-                )
-                self._pending = {}
-            self._run_ops(backend, self._spool_id)
-        self._spooled_steps += count
-        self._outage_steps += count
+        if self._pending or self._ops:
+            spool = self._spool()
+            with spool.lock:
+                backend = spool.backend()
+                if self._spool_id is None:
+                    self._spool_id = self._ensure_run(backend)
+                    spool.attach(self.run_uuid)
+                count = len(self._pending)
+                if self._pending:
+                    write_steps(
+                        backend, spool.registry, self._spool_id, self._pending, label=self.label
+                    )
+                    self._pending = {}
+                self._run_ops(backend, self._spool_id)
+            self._spooled_steps += count
+            self._outage_steps += count
+        for marker in self._markers:
+            if not marker.strict:  # safe on disk: the caller need not wait for the database
+                marker.spooled = True
+                marker.done.set()
+        self._markers = [m for m in self._markers if m.strict]
 
     def _spill_quietly(self) -> None:
         try:
