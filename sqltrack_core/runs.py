@@ -116,6 +116,7 @@ class Run:
         self._comment = comment
         self._env = env or {}
         self._started_at = time.time() if started_at is None else started_at
+        self._ended_at: float | None = None
         self._tracker = tracker
         self._status = RunStatus.RUNNING
         self._state_lock = threading.Lock()
@@ -168,6 +169,8 @@ class Run:
             tags=self.tags,
             comment=self._comment,
             started_at=self._started_at,
+            status=self._status.value,
+            ended_at=self._ended_at,
         )
 
     @property
@@ -236,19 +239,23 @@ class Run:
         wait: the write goes to the spool with the rows and is made when it returns.
         """
         operation = Operation(fn)
-        self._writer.submit(operation)
-        if self._writer.offline:
+        writer = self._writer
+        writer.submit(operation)
+        offline = writer.offline
+        done = not offline and operation.done.wait(self._tracker.options.metadata_timeout)
+        if self._status.is_terminal:
+            # A write after finish(): stop the writer again; what the database did not take
+            # goes to the spool.
+            writer.close(self._tracker.options.finish_timeout if done else 0.0)
+        if not done:
+            if not offline:
+                warn_once(
+                    f"run:{self.uuid}",
+                    "metadata-pending",
+                    f"sqltrack: the database did not answer in time; run {self.uuid}'s update "
+                    "is queued and will be written when it returns",
+                )
             return
-        if not operation.done.wait(self._tracker.options.metadata_timeout):
-            warn_once(
-                f"run:{self.uuid}",
-                "metadata-pending",
-                f"sqltrack: the database did not answer in time; run {self.id}'s update is "
-                "queued and will be written when it returns",
-            )
-            return
-        if self._status.is_terminal:  # a write after finish(): stop the writer again
-            self._writer.close(self._tracker.options.finish_timeout)
         if operation.error is not None:
             raise operation.error
 
@@ -372,7 +379,7 @@ class Run:
                 )
             self._status = target
         _unregister(self)
-        ended = time.time()
+        ended = self._ended_at = time.time()
 
         def write(b: Backend, run_id: int) -> None:
             stamp = b.timestamp(ended)

@@ -286,9 +286,11 @@ class Tracker:
         tags: list[str],
         comment: str | None,
         started_at: float,
+        status: str = "running",
+        ended_at: float | None = None,
         new: bool = False,
     ) -> int:
-        """Create a running run in `b` (this database, or a spool); return its id there.
+        """Create a run in `b` (this database, or a spool); return its id there.
 
         A run with this UUID already there is kept as it is (and its id returned), unless `new`
         asks for a new run: then that is an error.
@@ -311,15 +313,18 @@ class Tracker:
             experiment_id = rows[0][0]
             b.execute(
                 b.sql(
-                    "INSERT INTO runs (uuid, experiment_id, name, status, started_at, heartbeat_at, "
-                    "params, env, tags, comment, owner) VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, "
+                    "INSERT INTO runs (uuid, experiment_id, name, status, started_at, ended_at, "
+                    "heartbeat_at, params, env, tags, comment, owner) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
                     + ("?)" if b.dialect == "sqlite" else "current_user)")
                 ),
                 (
                     str(uuid),
                     experiment_id,
                     name,
+                    status,
                     b.timestamp(started_at),
+                    None if ended_at is None else b.timestamp(ended_at),
                     now,
                     b.json_param(_json.dumps(params)),
                     b.json_param(_json.dumps(env)),

@@ -256,6 +256,7 @@ class MetricWriter:
         if self._spool_id is not None:  # what is left stays there, for sqltrack sync
             self._spool_path = self._spool().path
             self._spool().detach(self.run_uuid)
+            self._spool_id = None  # a later spill (a write after the end) starts anew
         with self._probe_lock:
             probed, self._probed_backend = self._probed_backend, None
         if probed is not None:
@@ -380,7 +381,7 @@ class MetricWriter:
 
     def _go_offline(self, exc: BaseException) -> None:
         self._offline_since = time.monotonic()
-        self._outage_steps = len(self._pending)
+        self._outage_steps = 0
         self._probe_failures = 0
         self._next_probe = time.monotonic() + 0.5
         backend, self._backend = self._backend, None
@@ -400,8 +401,8 @@ class MetricWriter:
         down = time.monotonic() - self._offline_since
         self._offline_since = None
         warn(
-            f"sqltrack: the database is back after {down:.1f} s; run {self.label} wrote the "
-            f"{self._outage_steps} steps it kept meanwhile"
+            f"sqltrack: the database is back after {down:.1f} s; run {self.label} sent the "
+            f"{self._outage_steps} steps it had spooled meanwhile"
         )
         self._outage_steps = 0
 

@@ -591,3 +591,26 @@ def test_provenance_of_runs_started_while_down(pg_url: str, proxy: FaultProxy, r
         ("resumed", "resumed_from", "pretrain"),
     ]
     tracker.close()
+
+
+def test_write_after_the_end_while_down(pg_url: str, proxy: FaultProxy) -> None:
+    """Verify that a checkpoint registered after a run ended, while its database is down,
+    reaches the database through sync with the run's final status intact."""
+    tracker = sqltrack.connect(proxy.url(pg_url), flush_interval=0.1, finish_timeout=0.5)
+    run = tracker.start_run("late-write")
+    run.log({"x": 1.0}, step=0)
+    run.flush()
+    proxy.cut()
+    with pytest.warns(SQLTrackWarning, match="lost the database"):
+        run.log({"x": 2.0}, step=1)
+        run.finish()
+    run.register_checkpoint("after.pt", None, step=1)
+    names = [t.name for t in threading.enumerate()]
+    assert not any(name.startswith("sqltrack-writer-late-write/") for name in names)
+    proxy.restore()
+    sent = offline.sync_spools()
+    assert sent and all(entry.removed for entry in sent)
+    assert _values(pg_url, "SELECT status, ended_at IS NOT NULL FROM runs") == [("completed", True)]
+    assert _values(pg_url, "SELECT count(*), max(x) FROM metrics") == [(2, 2.0)]
+    assert _values(pg_url, "SELECT path FROM checkpoints") == [("after.pt",)]
+    tracker.close()
