@@ -254,3 +254,12 @@ def decode(value: Any) -> Any:
     if isinstance(value, (str, bytes)):
         return loads(value)
     return value
+
+
+def deep_merge(into: dict[str, Any], new: Mapping[str, Any]) -> None:
+    """Merge `new` into `into` in place: nested dicts key by key, anything else replaced."""
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            deep_merge(into[key], value)
+        else:
+            into[key] = value

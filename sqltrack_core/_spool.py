@@ -17,11 +17,11 @@ import sys
 import threading
 import time
 import uuid as uuid_module
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from . import migrations
+from . import _json, migrations
 from ._backends.base import mask_password
 from ._backends.sqlite import SQLiteBackend
 from ._store import ColumnRegistry
@@ -143,6 +143,9 @@ class Spool:
         self._backend: SpoolBackend | None = None
         self._lock_file: IO[str] | None = None
         self._writers: set[str] = set()  # runs of this process still spooling here
+        #: files this process closed while they still held runs (runs that ended while the
+        #: database was away): the next writer that reaches it sends them (or sqltrack sync)
+        self.left: list[Path] = []
 
     def backend(self) -> SpoolBackend:
         """The open spool, created (with its directory) on first use."""
@@ -190,17 +193,30 @@ class Spool:
             if not self._writers:
                 self.close()
 
-    def forget_run(self, run_uuid: str) -> None:
-        """Remove a run that reached its database; the file goes once it holds no run."""
+    def unattached_runs(self) -> list[str]:
+        """Runs in the spool that no writer of this process spools to any more (they ended)."""
         with self.lock:
-            self._writers.discard(run_uuid)
+            if self._backend is None:
+                return []
+            _, rows = self._backend.fetchall("SELECT uuid FROM runs ORDER BY id")
+            return [str(u) for (u,) in rows if str(u) not in self._writers]
+
+    def forget_runs(
+        self, run_uuids: list[str], keep_links: Sequence[tuple[str, str, str, Any]] = ()
+    ) -> None:
+        """Remove runs that reached their database (see `delete_runs`); the file goes once it
+        holds no run, and is unlocked once no writer of this process spools to it."""
+        with self.lock:
+            self._writers.difference_update(run_uuids)
             backend = self._backend
             if backend is None:
                 return
-            delete_runs(backend, [run_uuid])
+            delete_runs(backend, run_uuids, keep_links)
             _, rows = backend.fetchall("SELECT count(*) FROM runs")
             if rows[0][0] == 0:
                 self.close(remove=True)
+            elif not self._writers:
+                self.close()
 
     def close(self, *, remove: bool = False) -> None:
         with self.lock:
@@ -210,6 +226,8 @@ class Spool:
                 self.registry = ColumnRegistry(budget=1500)
             if remove and self.path is not None:
                 remove_files(self.path)
+            elif self.path is not None:
+                self.left.append(self.path)
             self.path = None
             if self._lock_file is not None:
                 self._lock_file.close()
@@ -220,6 +238,7 @@ class Spool:
         if self._backend is not None:
             self._backend.abandon()
         self._backend, self._lock_file, self.path = None, None, None
+        self.left = []
 
 
 _spools: dict[str, Spool] = {}
@@ -271,10 +290,21 @@ def defer_inference(backend: Any, run_uuid: str, checkpoint_uuid: str, resumed: 
     )
 
 
-def delete_runs(backend: Any, run_uuids: list[str]) -> None:
-    """Remove runs that reached their database from a spool, with what it kept by UUID."""
+def delete_runs(
+    backend: Any, run_uuids: list[str], keep_links: Sequence[tuple[str, str, str, Any]] = ()
+) -> None:
+    """Remove runs that reached their database from a spool, with their links; `keep_links`
+    (links to runs the spool still holds: `SyncResult.kept_links`) stay, by UUID. Deferred
+    inferences stay until `sync` has run them."""
     with backend.transaction():
         for run_uuid in run_uuids:
-            backend.execute("DELETE FROM spool_links WHERE from_run_uuid = ?", (run_uuid,))
-            backend.execute("DELETE FROM spool_inferences WHERE run_uuid = ?", (run_uuid,))
+            backend.execute(
+                "DELETE FROM spool_links WHERE from_run_uuid = ? OR to_run_uuid = ?",
+                (run_uuid, run_uuid),
+            )
             backend.execute("DELETE FROM runs WHERE uuid = ?", (run_uuid,))
+        for from_uuid, kind, to_uuid, evidence in keep_links:
+            text = (
+                evidence if isinstance(evidence, str) or evidence is None else _json.dumps(evidence)
+            )
+            add_link(backend, from_uuid, kind, to_uuid, text or "{}")

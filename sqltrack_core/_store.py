@@ -215,25 +215,33 @@ def write_steps(
     label: str,
     fresh: bool = False,
     heartbeat: float | None = None,
+    hold: bool = True,
 ) -> Steps:
     """Write `steps` of run `run_id`, merging into steps it has; return the values that wait.
 
     A key whose column cannot be added now (a lock; see `ColumnRegistry`) keeps its values out
-    of this write: they come back, by step, for a later call. A batch the database refuses is
-    written step by step, and a value it refuses alone goes to ``extra``; every other value
-    keeps its column. `fresh` says every step is new to the run (a plain insert is tried first).
+    of this write: they come back, by step, for a later call (with ``hold=False`` they go to
+    ``extra`` instead). A batch the database refuses is written step by step, and a value it
+    refuses alone goes to ``extra``; every other value keeps its column. `fresh` says every step
+    is new to the run (a plain insert is tried first).
 
     Raises:
-        DatabaseError: a disconnect (nothing is lost: writing the same steps again merges).
+        DatabaseError: a disconnect, or a write that gave up on a lock (nothing is lost:
+            writing the same steps again merges).
     """
     if not steps:
         return {}
     try:
-        return _write(backend, registry, run_id, steps, label, fresh, heartbeat)
+        return _write(backend, registry, run_id, steps, label, fresh, heartbeat, hold)
     except DatabaseError as exc:
-        if backend.is_disconnect(exc):
+        if _transient(backend, exc):
             raise
-        return _write_refused(backend, registry, run_id, steps, label, exc, heartbeat)
+        return _write_refused(backend, registry, run_id, steps, label, exc, heartbeat, hold)
+
+
+def _transient(backend: Backend, exc: DatabaseError) -> bool:
+    """Whether `exc` says nothing about the values: the connection, or a lock, is to blame."""
+    return backend.is_disconnect(exc) or backend.is_lock_timeout(exc)
 
 
 def _write(
@@ -244,6 +252,7 @@ def _write(
     label: str,
     fresh: bool,
     heartbeat: float | None,
+    hold: bool,
 ) -> Steps:
     order = sorted(steps)
     rows = [steps[s] for s in order]
@@ -262,7 +271,8 @@ def _write(
     waiting: list[str] = []
     for key in present:
         if registry.held(key):
-            waiting.append(key)
+            if hold:
+                waiting.append(key)
             continue
         entry = registry.get(key)
         if entry is None:
@@ -333,6 +343,7 @@ def _write_refused(
     label: str,
     error: DatabaseError,
     heartbeat: float | None,
+    hold: bool,
 ) -> Steps:
     """A batch the database refused (a user-typed column, a value it rejects): write each step
     alone, and of a step refused again each value alone, so only the refused value moves to
@@ -348,12 +359,19 @@ def _write_refused(
         try:
             held.update(
                 _write(
-                    backend, registry, run_id, {step: [logged_at, values]}, label, False, heartbeat
+                    backend,
+                    registry,
+                    run_id,
+                    {step: [logged_at, values]},
+                    label,
+                    False,
+                    heartbeat,
+                    hold,
                 )
             )
             continue
         except DatabaseError as exc:
-            if backend.is_disconnect(exc):
+            if _transient(backend, exc):
                 raise
         for key, value in values.items():
             try:
@@ -366,10 +384,11 @@ def _write_refused(
                         label,
                         False,
                         None,
+                        hold,
                     )
                 )
             except DatabaseError as exc:
-                if backend.is_disconnect(exc):
+                if _transient(backend, exc):
                     raise
                 warn_once(
                     label,

@@ -131,7 +131,7 @@ def _send(
         tracker.close()
     if dry_run:
         return
-    _spool.delete_runs(src, uuids)
+    _spool.delete_runs(src, uuids, entry.result.kept_links)
 
 
 def copy_database(

@@ -107,8 +107,10 @@ class Run:
         comment: str | None,
         env: dict[str, Any] | None = None,
         started_at: float | None = None,
+        reopen: bool = False,
     ) -> None:
         self.uuid = uuid
+        self._reopen = reopen  # continued while its database was away: reopen it on arrival
         self.experiment = experiment
         self.name = name
         self.params = params
@@ -119,7 +121,7 @@ class Run:
         self._ended_at: float | None = None
         self._tracker = tracker
         self._status = RunStatus.RUNNING
-        self._state_lock = threading.Lock()
+        self._state_lock = threading.RLock()  # an RLock: SIGTERM's handler may re-enter it
         self._next_step = 0
         self._known_keys: set[str] = set()  # keys log() has checked already
         options = tracker.options
@@ -171,6 +173,7 @@ class Run:
             started_at=self._started_at,
             status=self._status.value,
             ended_at=self._ended_at,
+            reopen=self._reopen,
         )
 
     @property
@@ -266,7 +269,7 @@ class Run:
                 f"params {params!r:.80} is a {type(params).__name__}; expected a dict"
             )
         merged = copy.deepcopy(self.params)
-        _deep_merge(merged, _json.jsonable(params))
+        _json.deep_merge(merged, _json.jsonable(params))
         text = _json.dumps(merged)
         self._write(
             lambda b, run_id: b.execute(
@@ -439,7 +442,7 @@ class Run:
             logger.exception("sqltrack: could not finish run %s", self.id)
 
     def _after_fork(self) -> None:
-        self._state_lock = threading.Lock()
+        self._state_lock = threading.RLock()
         self._writer.forget_after_fork()
 
     # -- provenance (issue 3; the design is in sqltrack_core/provenance.py) -------------------
@@ -683,14 +686,6 @@ def _check_tags(tags: Iterable[str]) -> list[str]:
         if tag not in checked:
             checked.append(tag)
     return checked
-
-
-def _deep_merge(into: dict[str, Any], new: Mapping[str, Any]) -> None:
-    for key, value in new.items():
-        if isinstance(value, dict) and isinstance(into.get(key), dict):
-            _deep_merge(into[key], value)
-        else:
-            into[key] = value
 
 
 # -- process-wide: active runs, SIGTERM, interpreter exit, fork -------------------------------

@@ -33,7 +33,6 @@ __all__ = ["CHUNK_STEPS", "SyncResult", "copy_runs", "run_uuids"]
 
 #: Steps read and written per batch while copying a run.
 CHUNK_STEPS = 5000
-_HELD_WAIT_S = 60.0
 _RUN_FIELDS = (
     "r.uuid, e.name, r.name, r.status, r.created_at, r.started_at, r.ended_at, r.heartbeat_at, "
     "r.params, r.env, r.tags, r.comment, r.owner"
@@ -51,6 +50,9 @@ class SyncResult:
     checkpoints: int = 0  # checkpoints the target did not have
     links: int = 0
     skipped_links: int = 0  # links whose other run is not in the target
+    #: (from uuid, kind, to uuid, evidence) of links whose other run is still in the source
+    #: spool, not sent yet: the spool keeps them, by UUID, for when it is
+    kept_links: list[tuple[str, str, str, Any]] = field(default_factory=list)
 
     def add(self, other: SyncResult) -> None:
         self.runs += other.runs
@@ -59,6 +61,7 @@ class SyncResult:
         self.checkpoints += other.checkpoints
         self.links += other.links
         self.skipped_links += other.skipped_links
+        self.kept_links += other.kept_links
 
 
 def run_uuids(src: Backend) -> list[str]:
@@ -75,11 +78,13 @@ def copy_runs(
     *,
     dry_run: bool = False,
     progress: Callable[[int], None] | None = None,
+    held_wait: float = 60.0,
 ) -> SyncResult:
     """Copy the runs `uuids` (default: all) from `src` into `dst`; see the module docstring.
 
     `registry` is `dst`'s column registry; `progress` is called with each number of steps
-    written (or counted, with `dry_run`).
+    written (or counted, with `dry_run`); a new metric column that waits for a lock another
+    session holds is waited for at most `held_wait` seconds.
 
     Raises:
         NotFoundError: a UUID that `src` does not hold.
@@ -88,7 +93,7 @@ def copy_runs(
     wanted = run_uuids(src) if uuids is None else [str(u) for u in uuids]
     result = SyncResult()
     for run_uuid in wanted:
-        result.add(_copy_run(src, dst, registry, run_uuid, dry_run, progress))
+        result.add(_copy_run(src, dst, registry, run_uuid, dry_run, progress, held_wait))
     result.add(_copy_links(src, dst, wanted, dry_run))
     if _spool.is_spool(src) and not dry_run:
         result.links += _deferred_inferences(src, dst, wanted)
@@ -107,6 +112,7 @@ def _copy_run(
     run_uuid: str,
     dry_run: bool,
     progress: Callable[[int], None] | None,
+    held_wait: float,
 ) -> SyncResult:
     _, rows = src.fetchall(
         src.sql(
@@ -135,7 +141,7 @@ def _copy_run(
         return result
     result.new_runs = int(dst_id is None)
     dst_id = _upsert_run(src, dst, fields)
-    result.rows = _copy_metrics(src, dst, registry, src_id, dst_id, run_uuid, progress)
+    result.rows = _copy_metrics(src, dst, registry, src_id, dst_id, run_uuid, progress, held_wait)
     result.checkpoints = _copy_checkpoints(src, dst, src_id, dst_id)
     return result
 
@@ -171,7 +177,11 @@ def _upsert_run(src: Backend, dst: Backend, fields: list[Any]) -> int:
             (experiment,),
         )
         _, rows = dst.fetchall(
-            dst.sql("SELECT r.id, r.status FROM runs r WHERE r.uuid = ?"), (str(run_uuid),)
+            dst.sql(
+                "SELECT r.id, r.status, r.name, r.params, r.tags, r.comment FROM runs r "
+                "WHERE r.uuid = ?"
+            ),
+            (str(run_uuid),),
         )
         if not rows:
             _, exp = dst.fetchall(
@@ -201,7 +211,17 @@ def _upsert_run(src: Backend, dst: Backend, fields: list[Any]) -> int:
             )
         elif not (rows[0][1] in _TERMINAL and status == "running"):
             # The source knows more (a spool holds the run's latest state); a run that ended
-            # in the target is never made running again by an older copy.
+            # in the target is never made running again by an older copy. Params only ever
+            # merge, so they merge here too (a run continued offline knows only its new ones);
+            # empty tags, a missing name or comment keep the target's.
+            _, _, old_name, old_params, old_tags, old_comment = rows[0]
+            merged = _json.decode(old_params) or {}
+            _json.deep_merge(merged, _json.decode(params) or {})
+            params = _json.dumps(merged)
+            if not (_json.decode(tags) if tags is not None else []):
+                tags = old_tags
+            name = old_name if name is None else name
+            comment = old_comment if comment is None else comment
             dst.execute(
                 dst.sql(
                     "UPDATE runs SET name = ?, status = ?, ended_at = ?, heartbeat_at = ?, "
@@ -231,18 +251,23 @@ def _copy_metrics(
     dst_id: int,
     run_uuid: str,
     progress: Callable[[int], None] | None,
+    held_wait: float,
 ) -> int:
     """Copy the run's steps in chunks, in step order; return how many."""
     _, columns = src.fetchall("SELECT key, column_name, sql_type FROM metric_columns")
     keys = [str(key) for key, _, _ in columns]
     families = [family_of_sql_type(sql_type) for _, _, sql_type in columns]
     select = ", ".join(["step", "logged_at", "extra", *(src.quote(c) for _, c, _ in columns)])
-    statement = f"SELECT {select} FROM metrics WHERE run_id = ? AND step > ? ORDER BY step LIMIT ?"
+    first = f"SELECT {select} FROM metrics WHERE run_id = ? ORDER BY step LIMIT ?"
+    later = f"SELECT {select} FROM metrics WHERE run_id = ? AND step > ? ORDER BY step LIMIT ?"
     label = f"sync {run_uuid}"
-    after = -(2**63)
+    after: int | None = None
     total = 0
     while True:
-        _, rows = src.fetchall(src.sql(statement), (src_id, after, CHUNK_STEPS))
+        if after is None:
+            _, rows = src.fetchall(src.sql(first), (src_id, CHUNK_STEPS))
+        else:
+            _, rows = src.fetchall(src.sql(later), (src_id, after, CHUNK_STEPS))
         if not rows:
             return total
         steps: dict[int, list[Any]] = {}
@@ -255,12 +280,12 @@ def _copy_metrics(
                     merged[key] = _decode(value, family, src.dialect)
             steps[int(step)] = [src.unix_time(logged_at), merged]
         held = write_steps(dst, registry, dst_id, steps, label=label)
-        deadline = time.monotonic() + _HELD_WAIT_S
+        deadline = time.monotonic() + held_wait
         while held:  # a new column waits for a lock another session holds
             if time.monotonic() > deadline:
                 raise DatabaseError(
                     f"could not add metric columns for {sorted({k for _, v in held.values() for k in v})!r:.120} "
-                    f"in {dst.url!r} within {_HELD_WAIT_S:.0f} s: another session holds a lock "
+                    f"in {dst.url!r} within {held_wait:.0f} s: another session holds a lock "
                     "on the metrics table; run the copy again later (it resumes by merging)"
                 )
             time.sleep(1.0)
@@ -306,17 +331,23 @@ def _copy_links(src: Backend, dst: Backend, uuids: list[str], dry_run: bool) -> 
         "JOIN runs f ON f.id = l.from_run_id JOIN runs t ON t.id = l.to_run_id"
     )
     links = [tuple(row) for row in rows]
+    unsent: set[str] = set()  # runs the source spool still holds after this copy
     if _spool.is_spool(src):
         _, rows = src.fetchall("SELECT from_run_uuid, kind, to_run_uuid, evidence FROM spool_links")
         links += [tuple(row) for row in rows]
+        unsent = set(run_uuids(src)) - wanted
     for from_uuid, kind, to_uuid, evidence in links:
         if str(from_uuid) not in wanted and str(to_uuid) not in wanted:
             continue
         from_id, to_id = _lookup(dst, str(from_uuid)), _lookup(dst, str(to_uuid))
         # with dry_run, a run about to be copied counts as there
         ends = ((from_id, str(from_uuid)), (to_id, str(to_uuid)))
-        if any(id_ is None and not (dry_run and u in wanted) for id_, u in ends):
-            result.skipped_links += 1
+        missing = [u for id_, u in ends if id_ is None and not (dry_run and u in wanted)]
+        if missing:
+            if all(u in unsent for u in missing):  # it comes later, from the same spool
+                result.kept_links.append((str(from_uuid), kind, str(to_uuid), evidence))
+            else:
+                result.skipped_links += 1
             continue
         result.links += 1
         if dry_run or from_id is None or to_id is None:
@@ -334,13 +365,23 @@ def _copy_links(src: Backend, dst: Backend, uuids: list[str], dry_run: bool) -> 
 
 def _deferred_inferences(src: Backend, dst: Backend, uuids: list[str]) -> int:
     """Find the parents of runs that started from weights while their database was away (the
-    spool kept which initial checkpoint to match); return how many links that made."""
+    spool kept which initial checkpoint to match); return how many links that made.
+
+    Only once the spool holds no other run: a parent may still be in it, and its checkpoints
+    must be in `dst` first. An inference that ran is removed from the spool.
+    """
+    if set(run_uuids(src)) - set(uuids):
+        return 0
     made = 0
     _, rows = src.fetchall("SELECT run_uuid, checkpoint_uuid, resumed FROM spool_inferences")
     for run_uuid, checkpoint_uuid, resumed in rows:
-        run_id = _lookup(dst, str(run_uuid)) if str(run_uuid) in uuids else None
-        if run_id is None:
-            continue
-        fingerprints = provenance.read_fingerprints(dst, str(checkpoint_uuid))
-        made += len(provenance.infer_and_link(dst, run_id, fingerprints, resumed=bool(resumed)))
+        run_id = _lookup(dst, str(run_uuid))
+        if run_id is not None:
+            fingerprints = provenance.read_fingerprints(dst, str(checkpoint_uuid))
+            links = provenance.infer_and_link(dst, run_id, fingerprints, resumed=bool(resumed))
+            made += len(links)
+        src.execute(
+            "DELETE FROM spool_inferences WHERE run_uuid = ? AND checkpoint_uuid = ?",
+            (run_uuid, checkpoint_uuid),
+        )
     return made

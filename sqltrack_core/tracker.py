@@ -142,7 +142,7 @@ class Tracker:
                 f"sqltrack: cannot reach {mask_password(self.url)} ({exc}); runs start anyway, "
                 "their data goes to the local spool and is sent when the database answers"
             )
-            self._backend = _LazyBackend(self._open_url)
+            self._backend = _LazyBackend(self._open_url, failure=exc)
         _trackers.add(self)
 
     def __repr__(self) -> str:
@@ -180,7 +180,14 @@ class Tracker:
             backend = self._pool.pop() if self._pool else None
         if backend is None:
             backend = open_backend(self._open_url)
-        self._ensure_schema(backend)
+        try:
+            self._ensure_schema(backend)
+        except BaseException:
+            with contextlib.suppress(SQLTrackError):
+                backend.close()
+            raise
+        if isinstance(self._backend, _LazyBackend):
+            self._backend.reachable()
         return backend
 
     def _release_backend(self, backend: Backend) -> None:
@@ -289,16 +296,25 @@ class Tracker:
         status: str = "running",
         ended_at: float | None = None,
         new: bool = False,
+        reopen: bool = False,
     ) -> int:
         """Create a run in `b` (this database, or a spool); return its id there.
 
-        A run with this UUID already there is kept as it is (and its id returned), unless `new`
-        asks for a new run: then that is an error.
+        A run with this UUID already there is kept as it is (and its id returned; with `reopen`
+        it is made running again), unless `new` asks for a new run: then that is an error.
         """
         now = b.timestamp(time.time())
         with b.transaction():
             _, taken = b.fetchall(b.sql("SELECT id FROM runs WHERE uuid = ?"), (str(uuid),))
             if taken:
+                if reopen and status == "running":
+                    b.execute(
+                        b.sql(
+                            "UPDATE runs SET status = 'running', ended_at = NULL, "
+                            "heartbeat_at = ? WHERE id = ?"
+                        ),
+                        (now, taken[0][0]),
+                    )
                 if not new:
                     return int(taken[0][0])
                 raise ConfigurationError(
@@ -336,7 +352,9 @@ class Tracker:
             _, rows = b.fetchall(b.sql("SELECT id FROM runs WHERE uuid = ?"), (str(uuid),))
         return int(rows[0][0])
 
-    def continue_run(self, run: Run | int | str | uuid_module.UUID) -> Run:
+    def continue_run(
+        self, run: Run | int | str | uuid_module.UUID, *, experiment: str | None = None
+    ) -> Run:
         """Reopen an existing run (by `Run`, id or UUID) so that logging goes on in it.
 
         For a job that was preempted and restarts from its checkpoint: the run goes back to
@@ -344,9 +362,44 @@ class Tracker:
         last logged step. Its params, tags and comment are kept and merge with new ones. It does
         not check that no other process still writes to the run.
 
+        While the database is away, a run given by UUID with its `experiment` goes on offline:
+        what it logs is spooled and the run is reopened when the database answers (log with
+        explicit steps then: the last one stored is not known yet).
+
         Raises:
             NotFoundError: no such run.
+            DatabaseUnavailableError: the database is away and the run cannot go on offline.
         """
+        try:
+            return self._continue_run(run)
+        except DatabaseUnavailableError:
+            if experiment is None or isinstance(run, int) or not self._is_uuid(run):
+                raise
+            _check_description(experiment, None, None, None)
+            return Run(
+                self,
+                id=None,
+                uuid=uuid_module.UUID(str(run.uuid if isinstance(run, Run) else run).strip()),
+                experiment=experiment,
+                name=None,
+                params={},
+                tags=[],
+                comment=None,
+                env=_env.capture(),
+                reopen=True,
+            )
+
+    @staticmethod
+    def _is_uuid(ref: object) -> bool:
+        if isinstance(ref, (Run, uuid_module.UUID)):
+            return True
+        try:
+            uuid_module.UUID(str(ref).strip())
+        except ValueError:
+            return False
+        return True
+
+    def _continue_run(self, run: Run | int | str | uuid_module.UUID) -> Run:
         run_id = self._run_id(run)
         b = self.backend
         now = b.timestamp(time.time())
@@ -551,20 +604,43 @@ class Tracker:
 
 
 class _LazyBackend:
-    """Stands in for a connection inherited over fork until the child first needs one."""
+    """Stands in for a connection not opened yet: after a fork, after `close()`, or while the
+    database is away. A failed attempt is not repeated for `_RETRY_S` seconds (a black-holed
+    connect blocks for its timeout, and `start_run` must not block training each time), unless
+    a writer of the tracker reached the database meanwhile (`reachable`)."""
 
-    def __init__(self, url: str) -> None:
+    _RETRY_S = 30.0
+
+    def __init__(self, url: str, *, failure: DatabaseUnavailableError | None = None) -> None:
         self._url = url
         self._real: Backend | None = None
+        self._failure = failure
+        self._retry_at = time.monotonic() + self._RETRY_S if failure is not None else 0.0
 
     def __getattr__(self, name: str) -> Any:
         if self._real is None:
-            self._real = open_backend(self._url)
+            if self._failure is not None and time.monotonic() < self._retry_at:
+                raise self._failure
+            try:
+                self._real = open_backend(self._url)
+            except DatabaseUnavailableError as exc:
+                self._failure, self._retry_at = exc, time.monotonic() + self._RETRY_S
+                raise
         return getattr(self._real, name)
+
+    def reachable(self) -> None:
+        """The database answered another connection: try again at the next use."""
+        self._failure = None
 
     def close(self) -> None:
         if self._real is not None:
             self._real.close()
+            self._real = None
+
+    def abandon(self) -> None:
+        """In a forked child: forget a connection the parent opened, never opening one."""
+        if self._real is not None:
+            self._real.abandon()
             self._real = None
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import sync
-from ._spool import spool_dir
+from ._spool import claim, delete_runs, open_spool, remove_files, spool_dir
 from ._store import DEFAULT_COLUMN_BUDGET, ColumnRegistry, write_steps
 from ._warn import logger, warn, warn_once
 from .errors import DatabaseError, DatabaseUnavailableError, SQLTrackError
@@ -122,7 +122,7 @@ class MetricWriter:
         self._ops: list[Operation] = []
         self._markers: list[_Marker] = []
         self._thread: threading.Thread | None = None
-        self._start_lock = threading.Lock()
+        self._start_lock = threading.RLock()  # an RLock: SIGTERM's handler may re-enter it
         self._stopping = False
         self._final = False  # close() gave up on the database: spool what is left, then stop
         self._errors = 0  # failed cycles in a row that were not a lost connection
@@ -139,6 +139,7 @@ class MetricWriter:
         self._probed_backend: Backend | None = None
         self._probe_failures = 0
         self._next_probe = 0.0
+        self._ended = False  # the thread stopped (a probe that connects after it closes)
 
     # -- caller side -------------------------------------------------------------------------
 
@@ -158,7 +159,7 @@ class MetricWriter:
         """Start the thread (lazily, so a process that forks before logging carries none)."""
         with self._start_lock:
             if self._thread is None or not self._thread.is_alive():
-                self._stopping = self._final = False
+                self._stopping = self._final = self._ended = False
                 self._thread = threading.Thread(
                     target=self._loop, name=f"sqltrack-writer-{self.label}", daemon=True
                 )
@@ -190,6 +191,9 @@ class MetricWriter:
         )
         if not flushed:
             self._final = True
+            backend = self._backend
+            if backend is not None and self._offline_since is None:
+                backend.interrupt()  # a write blocked on a dead path: give up on it now
         self._stopping = True
         self.wake.set()
         thread = self._thread
@@ -211,7 +215,7 @@ class MetricWriter:
     @property
     def unwritten(self) -> int:
         """How many logged steps wait in memory or in the spool."""
-        queued = sum(1 for item in self.queue if type(item) is tuple)
+        queued = sum(1 for item in list(self.queue) if type(item) is tuple)
         return len(self._pending) + queued + self._spooled_steps
 
     # -- writer thread -----------------------------------------------------------------------
@@ -233,11 +237,11 @@ class MetricWriter:
                     "retried",
                 )
                 if self._errors >= _SPILL_AFTER_ERRORS:
-                    self._spill_quietly()
+                    self._spill()
             if self._stopping:
                 if self._final and self._has_work():
                     self._drain()
-                    self._spill_quietly()
+                    self._spill()
                 if self._final or not self._has_work():
                     self._end()
                     return
@@ -258,6 +262,7 @@ class MetricWriter:
             self._spool().detach(self.run_uuid)
             self._spool_id = None  # a later spill (a write after the end) starts anew
         with self._probe_lock:
+            self._ended = True
             probed, self._probed_backend = self._probed_backend, None
         if probed is not None:
             with contextlib.suppress(SQLTrackError):
@@ -318,6 +323,8 @@ class MetricWriter:
             for marker in self._markers:
                 marker.done.set()
             self._markers.clear()
+        else:  # only values of a held column wait: a flush does not wait for another's lock
+            self._release_markers()
 
     def _is_disconnect(self, exc: DatabaseError) -> bool:
         return isinstance(exc, DatabaseUnavailableError) or (
@@ -334,7 +341,7 @@ class MetricWriter:
         if self.run_id is None:  # the run started while its database was away
             self.run_id = self._ensure_run(backend)
         run_id = self.run_id
-        if self._spool_id is not None:
+        if self._spool_id is not None or self._spool().left:
             self._replay(backend)
         if self._pending:
             steps = self._pending
@@ -353,6 +360,7 @@ class MetricWriter:
                 label=self.label,
                 fresh=fresh,
                 heartbeat=beat,
+                hold=not self._final,  # at the end, a held column's values go to extra
             )
             if self._max_written is None or last > self._max_written:
                 self._max_written = last
@@ -439,44 +447,84 @@ class MetricWriter:
             )
             return
         with self._probe_lock:
+            if self._ended:  # the writer stopped while this probe was connecting
+                with contextlib.suppress(SQLTrackError):
+                    backend.close()
+                return
             self._probed_backend = backend
         self.wake.set()
 
     def _spill(self) -> None:
         """Move everything waiting in memory into the spool (one fsync'd transaction a batch)."""
         if self._pending or self._ops:
-            spool = self._spool()
-            with spool.lock:
-                backend = spool.backend()
-                if self._spool_id is None:
-                    self._spool_id = self._ensure_run(backend)
-                    spool.attach(self.run_uuid)
-                count = len(self._pending)
-                if self._pending:
-                    write_steps(
-                        backend, spool.registry, self._spool_id, self._pending, label=self.label
-                    )
-                    self._pending = {}
-                self._run_ops(backend, self._spool_id)
-            self._spooled_steps += count
-            self._outage_steps += count
+            try:
+                self._spill_to(self._spool())
+            except Exception as exc:  # an unwritable cache dir, a full disk: keep it in memory
+                logger.debug("sqltrack: could not spool run %s", self.label, exc_info=True)
+                warn_once(
+                    self.label,
+                    "spool",
+                    f"sqltrack: cannot write the spool ({exc}); run {self.label} keeps its "
+                    "unsent steps in memory (set SQLTRACK_SPOOL_DIR to a writable directory)",
+                )
+        self._release_markers()
+
+    def _spill_to(self, spool: Spool) -> None:
+        with spool.lock:
+            backend = spool.backend()
+            if self._spool_id is None:
+                self._spool_id = self._ensure_run(backend)
+                spool.attach(self.run_uuid)
+            count = len(self._pending)
+            if self._pending:
+                write_steps(
+                    backend, spool.registry, self._spool_id, self._pending, label=self.label
+                )
+                self._pending = {}
+            self._run_ops(backend, self._spool_id)
+        self._spooled_steps += count
+        self._outage_steps += count
+
+    def _release_markers(self) -> None:
+        """Release the flush requests that need not wait for the database (they return False)."""
         for marker in self._markers:
-            if not marker.strict:  # safe on disk: the caller need not wait for the database
+            if not marker.strict:
                 marker.spooled = True
                 marker.done.set()
         self._markers = [m for m in self._markers if m.strict]
 
-    def _spill_quietly(self) -> None:
-        try:
-            self._spill()
-        except Exception:
-            logger.exception("sqltrack: could not spool run %s", self.label)
-
     def _replay(self, backend: Backend) -> None:
-        """Send this run's spooled rows and writes to `backend`, then remove them from the spool."""
+        """Send this run's spooled rows and writes to `backend`, then remove them from the spool;
+        runs of this process that ended while the database was away go first (they may be this
+        run's parents). A new column held by a lock fails the replay at once (retried later):
+        other writers of the process must not wait for the spool meanwhile."""
         spool = self._spool()
         with spool.lock:
-            sync.copy_runs(spool.backend(), backend, self._registry, [self.run_uuid])
-            spool.forget_run(self.run_uuid)
+            for path in list(spool.left):  # files of runs that ended while it was away
+                self._send_left(path, backend)
+                spool.left.remove(path)
+            if self._spool_id is None:
+                return
+            uuids = [*spool.unattached_runs(), self.run_uuid]
+            sent = sync.copy_runs(spool.backend(), backend, self._registry, uuids, held_wait=0.0)
+            spool.forget_runs(uuids, sent.kept_links)
         self._spool_id = None
         self._spooled_steps = 0
+
+    def _send_left(self, path: Path, backend: Backend) -> None:
+        """Send a spool file this process left (unless ``sqltrack sync`` has it), then remove it."""
+        lock = claim(path) if path.exists() else None
+        if lock is None:
+            return
+        try:
+            src = open_spool(path)
+            try:
+                sent = sync.copy_runs(src, backend, self._registry, held_wait=0.0)
+                delete_runs(src, sent.runs, sent.kept_links)
+                _, left = src.fetchall("SELECT count(*) FROM runs")
+            finally:
+                src.close()
+            if left[0][0] == 0:
+                remove_files(path)
+        finally:
+            lock.close()

@@ -375,6 +375,7 @@ def test_idle_in_transaction_reader_does_not_stall_other_runs(pg_url: str) -> No
         with pytest.warns(SQLTrackWarning, match="must wait"):
             newcomer = tracker.start_run("new-key")
             newcomer.log({"brand_new": 1.0, "shared": 2.0}, step=0)
+            assert _returns_soon(newcomer.flush) is False  # it does not wait for the lock
             other = tracker.start_run("other")
             deadline = time.monotonic() + 10
             for step in range(50):
@@ -613,4 +614,109 @@ def test_write_after_the_end_while_down(pg_url: str, proxy: FaultProxy) -> None:
     assert _values(pg_url, "SELECT status, ended_at IS NOT NULL FROM runs") == [("completed", True)]
     assert _values(pg_url, "SELECT count(*), max(x) FROM metrics") == [(2, 2.0)]
     assert _values(pg_url, "SELECT path FROM checkpoints") == [("after.pt",)]
+    tracker.close()
+
+
+def test_links_between_runs_of_one_outage_survive_the_replay(
+    pg_url: str, proxy: FaultProxy
+) -> None:
+    """Verify that a run that ended during an outage reaches the database with the next run's
+    replay, and a link to it made during the outage is kept, not dropped."""
+    tracker = sqltrack.connect(proxy.url(pg_url), flush_interval=0.1, finish_timeout=0.3)
+    tracker.start_run("warm-up").finish()
+    proxy.cut()
+    with pytest.warns(SQLTrackWarning) as seen:
+        base = tracker.start_run("base")
+        base.log({"x": 1.0}, step=0)
+        token = base.register_checkpoint("base.pt", None, step=0)
+        base.finish()  # ends while the database is away: spooled
+        child = tracker.start_run("child")
+        child.link_from_token(token)
+        child.log({"x": 2.0}, step=0)
+        proxy.restore()
+        child.finish()
+    assert any("the database is back" in str(w.message) for w in seen)
+    rows = _values(
+        pg_url,
+        "SELECT ef.name, l.kind, et.name FROM run_links l "
+        "JOIN runs f ON f.id = l.from_run_id JOIN experiments ef ON ef.id = f.experiment_id "
+        "JOIN runs t ON t.id = l.to_run_id JOIN experiments et ON et.id = t.experiment_id",
+    )
+    assert rows == [("child", "resumed_from", "base")]
+    assert _values(pg_url, "SELECT count(*) FROM runs WHERE status = 'completed'") == [(3,)]
+    assert offline.sync_spools() == []  # nothing left behind
+    tracker.close()
+
+
+def test_a_continued_session_keeps_logging_while_down(pg_url: str, proxy: FaultProxy) -> None:
+    """Verify that an integration's session that goes on in an existing run (a spawned worker,
+    resume="continue") keeps every row logged while the database is down."""
+    import pickle
+
+    from sqltrack_integrations._session import RunSession
+
+    session = RunSession("continued", proxy.url(pg_url), default_experiment="x")
+    session.log({"loss": 1.0}, 0)
+    session.finish(sqltrack.RunStatus.COMPLETED)
+    copy = pickle.loads(pickle.dumps(session))  # as a spawned process gets it
+    proxy.cut()
+    with pytest.warns(SQLTrackWarning):
+        for step in range(1, 4):
+            copy.log({"loss": 1.0 / (step + 1)}, step)
+        proxy.restore()
+        copy.finish(sqltrack.RunStatus.COMPLETED)
+    assert _values(pg_url, "SELECT count(*), max(step) FROM metrics") == [(4, 3)]
+    assert _values(pg_url, "SELECT status FROM runs") == [("completed",)]
+
+
+def test_a_locked_metrics_table_delays_rows_but_loses_none(pg_url: str) -> None:
+    """Verify that rows wait while another session locks the metrics table (an index build)
+    and arrive once it is released, without piling up server connections."""
+    tracker = sqltrack.connect(pg_url, flush_interval=0.1, write_timeout=2.0)
+    run = tracker.start_run("locked")
+    run.log({"x": 0.0}, step=0)
+    assert run.flush(10)
+    locker = psycopg.connect(pg_url)
+    locker.execute("LOCK TABLE metrics IN SHARE MODE")
+    waiting = []
+    try:
+        with pytest.warns(SQLTrackWarning, match="lock"):
+            for step in range(1, 50):
+                run.log({"x": float(step)}, step=step)
+            for _ in range(8):
+                time.sleep(0.5)
+                with psycopg.connect(pg_url, autocommit=True) as admin:
+                    (count,) = admin.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                        "'sqltrack' AND wait_event_type = 'Lock'"
+                    ).fetchone()  # type: ignore[misc]
+                waiting.append(count)
+            locker.rollback()
+            run.finish()
+    finally:
+        locker.close()
+    assert max(waiting) <= 1, waiting  # one waiting statement at a time, none left behind
+    assert _values(pg_url, "SELECT count(*), max(x) FROM metrics") == [(50, 49.0)]
+    tracker.close()
+
+
+def test_an_unwritable_spool_directory_never_blocks_training(
+    pg_url: str, proxy: FaultProxy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Verify that a spool directory that cannot be made warns, keeps rows in memory, and
+    flush() still returns; the rows arrive when the database is back."""
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    monkeypatch.setenv("SQLTRACK_SPOOL_DIR", str(blocker / "spool"))
+    tracker = sqltrack.connect(proxy.url(pg_url), flush_interval=0.1)
+    run = tracker.start_run("no-spool")
+    proxy.cut()
+    with pytest.warns(SQLTrackWarning) as seen:
+        for step in range(20):
+            run.log({"x": float(step)}, step=step)
+        assert _returns_soon(run.flush) is False
+        proxy.restore()
+        run.finish()
+    assert any("cannot write the spool" in str(w.message) for w in seen)
+    assert _values(pg_url, "SELECT count(*) FROM metrics") == [(20,)]
     tracker.close()

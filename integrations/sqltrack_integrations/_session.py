@@ -249,11 +249,11 @@ class RunSession:
 
     def _create_run(self, tracker: Tracker) -> Run:
         """Start (or continue) the run (under _lock)."""
-        if self._continue is not None:
-            run = tracker.continue_run(self._continue)
+        if self._continue is not None:  # (by UUID, it goes on offline while the database is away)
+            run = tracker.continue_run(self._continue, experiment=self.experiment)
             self.uuid = run.uuid
-        elif self._created:
-            run = tracker.continue_run(self.uuid)  # this session's run, made in another process
+        elif self._created:  # this session's run, made in another process
+            run = tracker.continue_run(self.uuid, experiment=self.experiment)
         else:
             run = tracker.start_run(
                 self.experiment,

@@ -110,6 +110,10 @@ class Backend(Protocol):
         """Fail a statement as a disconnect after `seconds` without an answer (None: never)."""
         ...
 
+    def interrupt(self) -> None:
+        """Make the statement running on this connection fail now (callable from any thread)."""
+        ...
+
     def is_lock_timeout(self, exc: BaseException) -> bool:
         """Whether `exc` is DDL giving up on a table lock (retry later; the connection is fine)."""
         ...

@@ -112,6 +112,16 @@ class PostgresBackend:
 
         set_json_loads(_json.loads, conn)
         self._conn = conn
+        if self._io_timeout is not None:
+            self._set_lock_timeout(conn)
+
+    def _set_lock_timeout(self, conn: psycopg.Connection[Any]) -> None:
+        """A writer's statement gives up waiting for a table lock a little before the watchdog
+        would cut it (a cut connection would leave its server backend queued on the lock)."""
+        assert self._io_timeout is not None
+        milliseconds = max(1000, int(self._io_timeout * 800))
+        with self._errors():
+            conn.execute(f"SET lock_timeout = {milliseconds}".encode())
 
     @property
     def conn(self) -> psycopg.Connection[Any]:
@@ -158,24 +168,39 @@ class PostgresBackend:
         takes, as readers do). A server or path that swallows every packet while the kernel
         still acknowledges them (a hung proxy, a frozen server) looks healthy to TCP; a
         watchdog thread then shuts the socket down, and the statement fails as a disconnect."""
+        changed = seconds != self._io_timeout
         self._io_timeout = seconds
-        if seconds is not None and self._watchdog is None:
+        if seconds is None:
+            return
+        if changed and self._conn is not None and not self._conn.closed:
+            with self._lock:
+                self._set_lock_timeout(self._conn)
+        if self._watchdog is None or not self._watchdog.is_alive():
             self._watchdog = threading.Thread(
                 target=self._watch, name="sqltrack-pg-watchdog", daemon=True
             )
             self._watchdog.start()
 
     def _watch(self) -> None:
-        while self._io_timeout is not None:
-            time.sleep(min(1.0, self._io_timeout / 4))
-            until, conn = self._busy_until, self._conn
-            if until is None or conn is None or time.monotonic() < until:
-                continue
-            self._busy_until = None
-            with suppress(Exception):  # the socket may be gone already
-                fd = conn.pgconn.socket
-                with socket.socket(fileno=os.dup(fd)) as sock:
-                    sock.shutdown(socket.SHUT_RDWR)
+        while True:
+            timeout = self._io_timeout
+            if timeout is None:
+                return
+            time.sleep(min(1.0, timeout / 4))
+            until = self._busy_until
+            if until is not None and time.monotonic() >= until:
+                self._busy_until = None
+                self.interrupt()
+
+    def interrupt(self) -> None:
+        """Make a statement blocked on the socket fail now, as a lost connection (from any
+        thread): the socket is shut down under it."""
+        conn = self._conn
+        if conn is None:
+            return
+        # suppress: the socket may be gone already
+        with suppress(Exception), socket.socket(fileno=os.dup(conn.pgconn.socket)) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
 
     def sql(self, text: LiteralString) -> str:
         converted = self._sql_cache.get(text)

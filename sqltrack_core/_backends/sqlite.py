@@ -80,7 +80,10 @@ def _nan_as_text(row: tuple[Any, ...], positions: list[int]) -> tuple[Any, ...]:
 def _translate(exc: sqlite3.Error, path: str) -> DatabaseError:
     message = str(exc)
     if isinstance(exc, sqlite3.OperationalError) and (
-        "unable to open" in message or "disk I/O" in message or "readonly" in message
+        "unable to open" in message
+        or "disk I/O" in message
+        or "readonly" in message
+        or "interrupted" in message  # Backend.interrupt(): given up on, like a lost connection
     ):
         return DatabaseUnavailableError(
             f"cannot open SQLite database {path!r}: {message}; check that the directory exists "
@@ -258,6 +261,11 @@ class SQLiteBackend:
 
     def set_io_timeout(self, seconds: float | None) -> None:
         return None  # a local file: the busy timeout bounds every wait
+
+    def interrupt(self) -> None:
+        conn = self._conn
+        if conn is not None:
+            conn.interrupt()
 
     def is_lock_timeout(self, exc: BaseException) -> bool:
         return False  # the busy timeout waits for locks; a lock it gives up on is a disconnect
