@@ -230,6 +230,8 @@ class Run:
     def flush(self, timeout: float | None = None) -> bool:
         """Block until everything logged so far is written; False if `timeout` ran out, or if
         the database is away (then it returns once everything is safe in the spool)."""
+        if self._status.is_terminal:  # finish() stopped the writer: never start it again
+            return self._writer.unwritten == 0
         return self._writer.flush(timeout)
 
     # -- metadata -----------------------------------------------------------------------------

@@ -451,6 +451,7 @@ def test_writer_thread_ends_with_the_run(tracker: sqltrack.Tracker) -> None:
     run = tracker.start_run("threads")
     run.log({"x": 1.0})
     run.finish()
+    assert run.flush()  # a flush after the end does not start it again
     names = [t.name for t in threading.enumerate()]
     assert not any(name.startswith("sqltrack-writer-threads/") for name in names)
 
