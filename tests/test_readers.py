@@ -487,6 +487,7 @@ def test_runs_order_by_times(tracker: sqltrack.Tracker) -> None:
     for name, started in (("late", now - 10), ("early", now - 30), ("middle", now - 20)):
         made[name] = tracker.start_run("times", name=name, started_at=started)
     made["early"].finish()
+    time.sleep(0.01)  # SQLite keeps milliseconds: two finishes in one would tie
     made["late"].finish()
     try:
         assert tracker.runs(order_by="started_at")["name"].tolist() == ["early", "middle", "late"]
