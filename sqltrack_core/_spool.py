@@ -148,8 +148,15 @@ class Spool:
         self.left: list[Path] = []
 
     def backend(self) -> SpoolBackend:
-        """The open spool, created (with its directory) on first use."""
+        """The open spool, created (with its directory) on first use; a file this process
+        left earlier is taken up again rather than a new one begun."""
         with self.lock:
+            while self._backend is None and self.left:
+                path = self.left.pop()
+                lock = claim(path) if path.exists() else None
+                if lock is not None:  # else sqltrack sync has it, or sent it
+                    self._lock_file = lock
+                    self.path, self._backend = path, open_spool(path)
             if self._backend is None:
                 folder = spool_dir()
                 try:
