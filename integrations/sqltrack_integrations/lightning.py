@@ -14,8 +14,8 @@ How the pieces meet (the verified Lightning facts are in docs/design/lightning-i
   fingerprints and registers every checkpoint Lightning saves (``save_weights_only`` and
   ``last.ckpt`` included) and embeds the token, and which reads the token back on
   ``fit(ckpt_path=...)``. At fit start the module's weights are matched against the registry.
-- A database that cannot be reached never stops training: the logger warns once, keeps what is
-  logged in memory, retries in the background, and writes it all when the database answers.
+- A database that cannot be reached never stops training: the logger warns, and the core's
+  offline path spools what is logged and writes it all when the database answers.
 """
 
 from __future__ import annotations
