@@ -355,50 +355,33 @@ def _write_refused(
         "value it refuses goes to metrics.extra",
     )
     held: Steps = {}
-    for step, (logged_at, values) in sorted(steps.items()):
+
+    def attempt(step: int, row: list[Any], beat: float | None) -> DatabaseError | None:
+        """Write one step (or one value of it); the error if the database refused it."""
         try:
-            held.update(
-                _write(
-                    backend,
-                    registry,
-                    run_id,
-                    {step: [logged_at, values]},
-                    label,
-                    False,
-                    heartbeat,
-                    hold,
-                )
-            )
-            continue
+            held.update(_write(backend, registry, run_id, {step: row}, label, False, beat, hold))
         except DatabaseError as exc:
             if _transient(backend, exc):
                 raise
+            return exc
+        return None
+
+    for step, (logged_at, values) in sorted(steps.items()):
+        if attempt(step, [logged_at, values], heartbeat) is None:
+            continue
         for key, value in values.items():
-            try:
-                held.update(
-                    _write(
-                        backend,
-                        registry,
-                        run_id,
-                        {step: [logged_at, {key: value}]},
-                        label,
-                        False,
-                        None,
-                        hold,
-                    )
-                )
-            except DatabaseError as exc:
-                if _transient(backend, exc):
-                    raise
-                warn_once(
-                    label,
-                    f"refused:{key}",
-                    f"sqltrack: the database refused value {value!r:.60} of {key!r} ({exc}); "
-                    "stored in metrics.extra instead",
-                )
-                batch = MetricBatch(run_id, [])
-                batch.rows.append((step, logged_at, _json.dumps(extra_json({key: value}))))
-                backend.write_metrics(batch, None)
+            refused = attempt(step, [logged_at, {key: value}], None)
+            if refused is None:
+                continue
+            warn_once(
+                label,
+                f"refused:{key}",
+                f"sqltrack: the database refused value {value!r:.60} of {key!r} ({refused}); "
+                "stored in metrics.extra instead",
+            )
+            batch = MetricBatch(run_id, [])
+            batch.rows.append((step, logged_at, _json.dumps(extra_json({key: value}))))
+            backend.write_metrics(batch, None)
     return held
 
 
