@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 import uuid as uuid_module
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -259,13 +259,6 @@ def spool_for(target_url: str) -> Spool:
         if spool is None:
             spool = _spools[target_url] = Spool(target_url)
         return spool
-
-
-def open_spools() -> Iterator[Spool]:
-    """The spools this process has written to and not emptied."""
-    with _spools_lock:
-        spools = list(_spools.values())
-    return (s for s in spools if s.path is not None)
 
 
 def after_fork_in_child() -> None:

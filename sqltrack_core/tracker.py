@@ -373,13 +373,14 @@ class Tracker:
         try:
             return self._continue_run(run)
         except DatabaseUnavailableError:
-            if experiment is None or isinstance(run, int) or not self._is_uuid(run):
-                raise
+            by_id = isinstance(run, int) or (isinstance(run, str) and run.strip().isdigit())
+            if experiment is None or by_id:
+                raise  # an integer id needs the database to name the run
             _check_description(experiment, None, None, None)
             return Run(
                 self,
                 id=None,
-                uuid=uuid_module.UUID(str(run.uuid if isinstance(run, Run) else run).strip()),
+                uuid=uuid_module.UUID(self._run_uuid(run)),  # a Run or a UUID: no database
                 experiment=experiment,
                 name=None,
                 params={},
@@ -388,16 +389,6 @@ class Tracker:
                 env=_env.capture(),
                 reopen=True,
             )
-
-    @staticmethod
-    def _is_uuid(ref: object) -> bool:
-        if isinstance(ref, (Run, uuid_module.UUID)):
-            return True
-        try:
-            uuid_module.UUID(str(ref).strip())
-        except ValueError:
-            return False
-        return True
 
     def _continue_run(self, run: Run | int | str | uuid_module.UUID) -> Run:
         run_id = self._run_id(run)
