@@ -234,6 +234,15 @@ class Run:
             return self._writer.unwritten == 0
         return self._writer.flush(timeout)
 
+    def stop_writer(self, timeout: float | None = None) -> bool:
+        """Write what waits, then end this run's background thread; the run stays open and the
+        next ``log()`` starts a new thread. For owners that must leave no thread behind without
+        ending the run (a logger that is dropped unfinished, a test harness). False if the
+        database did not take everything within `timeout` (default ``finish_timeout``): the
+        rest is then in the spool."""
+        wait = self._tracker.options.finish_timeout if timeout is None else timeout
+        return self._writer.close(wait)
+
     # -- metadata -----------------------------------------------------------------------------
 
     def _write(self, fn: Callable[[Backend, int], None]) -> None:
@@ -491,6 +500,34 @@ class Run:
         token = provenance.checkpoint_token(self.uuid, uuid_module.uuid4(), checked_step)
         self._submit_checkpoint(token, text_path, kind, fingerprints)
         return token
+
+    def checkpoint_removed(self, path: str | os.PathLike[str]) -> None:
+        """Record that the checkpoint file (or folder) at `path`, registered by this run, was
+        deleted: Lightning's ``save_top_k`` and Hugging Face's ``save_total_limit`` rotate old
+        ones away. Its rows in ``checkpoints`` get ``removed_at``; they and their fingerprints
+        stay, so the links made through them stay explained. Paths compare as registered.
+
+        Raises:
+            ConfigurationError: `path` is not a str or os.PathLike[str].
+        """
+        text_path = path if isinstance(path, str) else getattr(path, "__fspath__", lambda: None)()
+        if not isinstance(text_path, str):
+            raise ConfigurationError(f"checkpoint path {path!r} must be a str or os.PathLike[str]")
+        removed_at = time.time()
+
+        def write(b: Backend, run_id: int) -> None:
+            b.execute(
+                b.sql(
+                    "UPDATE checkpoints SET removed_at = ? "
+                    "WHERE run_id = ? AND path = ? AND removed_at IS NULL"
+                ),
+                (b.timestamp(removed_at), run_id, text_path),
+            )
+
+        if self._status is RunStatus.RUNNING:
+            self._writer.submit(Operation(write))
+        else:
+            self._write(write)
 
     def _submit_checkpoint(
         self,

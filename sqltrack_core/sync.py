@@ -298,15 +298,19 @@ def _copy_metrics(
 
 def _copy_checkpoints(src: Backend, dst: Backend, src_id: int, dst_id: int) -> int:
     _, rows = src.fetchall(
-        src.sql("SELECT uuid, path, kind, token FROM checkpoints WHERE run_id = ? ORDER BY id"),
+        src.sql(
+            "SELECT uuid, path, kind, token, removed_at FROM checkpoints WHERE run_id = ? "
+            "ORDER BY id"
+        ),
         (src_id,),
     )
     copied = 0
-    for checkpoint_uuid, path, kind, token in rows:
+    for checkpoint_uuid, path, kind, token, removed_at in rows:
         _, have = dst.fetchall(
             dst.sql("SELECT 1 FROM checkpoints WHERE uuid = ?"), (str(checkpoint_uuid),)
         )
         if have:
+            _copy_removed(src, dst, str(checkpoint_uuid), removed_at)
             continue
         fingerprints = provenance.read_fingerprints(src, str(checkpoint_uuid))
         # `produced` is decided again in the target, against the run's initial weights there.
@@ -318,8 +322,18 @@ def _copy_checkpoints(src: Backend, dst: Backend, src_id: int, dst_id: int) -> i
             kind=kind,
             fingerprints=fingerprints,
         )
+        _copy_removed(src, dst, str(checkpoint_uuid), removed_at)
         copied += 1
     return copied
+
+
+def _copy_removed(src: Backend, dst: Backend, checkpoint_uuid: str, removed_at: Any) -> None:
+    """Mark the checkpoint removed in `dst` too if its file went away after a sync."""
+    if removed_at is not None:
+        dst.execute(
+            dst.sql("UPDATE checkpoints SET removed_at = ? WHERE uuid = ? AND removed_at IS NULL"),
+            (dst.timestamp(src.unix_time(removed_at)), checkpoint_uuid),
+        )
 
 
 def _copy_links(src: Backend, dst: Backend, uuids: list[str], dry_run: bool) -> SyncResult:

@@ -45,6 +45,22 @@ _SPILL_AFTER_ERRORS = 3
 WRITE_TIMEOUT_S = 10.0
 #: How long `close` waits for the writer to move what is left into the spool.
 _SPILL_WAIT_S = 5.0
+#: How many of the latest steps the writer remembers the values of, to tell a value that
+#: overwrites a different one at the same step.
+_RECENT_STEPS = 16
+
+
+class _WriterThread(threading.Thread):
+    """The writer's daemon thread. `stop` ends it, after writing what waits; the run stays
+    open and the next ``log()`` starts a new thread. Test harnesses that stop the daemon threads
+    a test left behind (Lightning's own) look for that method."""
+
+    def __init__(self, writer: MetricWriter) -> None:
+        super().__init__(target=writer._loop, name=f"sqltrack-writer-{writer.label}", daemon=True)
+        self.writer = writer
+
+    def stop(self) -> None:
+        self.writer.close(self.writer.write_timeout)
 
 
 class Operation:
@@ -128,6 +144,7 @@ class MetricWriter:
         self._errors = 0  # failed cycles in a row that were not a lost connection
         self._last_beat = time.monotonic()  # the run was made (or reopened) beating now
         self._max_written: int | None = None  # the highest step this writer has written
+        self._recent: dict[int, dict[str, Any]] = {}  # the latest steps' values, merged
         # offline: since when, how many steps went to the spool, and the probe reconnecting
         self._offline_since: float | None = time.monotonic() if offline else None
         self._outage_steps = 0
@@ -160,9 +177,7 @@ class MetricWriter:
         with self._start_lock:
             if self._thread is None or not self._thread.is_alive():
                 self._stopping = self._final = self._ended = False
-                self._thread = threading.Thread(
-                    target=self._loop, name=f"sqltrack-writer-{self.label}", daemon=True
-                )
+                self._thread = _WriterThread(self)
                 self._thread.start()
 
     def submit(self, operation: Operation) -> None:
@@ -201,6 +216,7 @@ class MetricWriter:
             thread.join(_SPILL_WAIT_S)
         idle = thread is None or not thread.is_alive()
         if flushed and idle and self._backend is not None:
+            self._backend.set_io_timeout(None)  # readers wait as long as it takes
             self._release_backend(self._backend)  # back to the tracker's pool for the next run
             self._backend = None
         return flushed
@@ -279,6 +295,7 @@ class MetricWriter:
             item = queue.popleft()
             if type(item) is tuple:
                 step, logged_at, values = item
+                self._remember(step, values)
                 row = pending.get(step)
                 if row is None:
                     pending[step] = [logged_at, values]
@@ -293,6 +310,30 @@ class MetricWriter:
                 self._markers.append(item)
             else:
                 self._ops.append(item)
+
+    def _remember(self, step: int, values: dict[str, Any]) -> None:
+        """Keep the values of the latest steps, and warn once per run when a value arrives for
+        a key that already has a different one at that step (the later value wins)."""
+        recent = self._recent
+        seen = recent.get(step)
+        if seen is None:
+            if len(recent) >= _RECENT_STEPS:
+                del recent[next(iter(recent))]
+            recent[step] = {key: value for key, value in values.items() if value is not None}
+            return
+        for key, value in values.items():
+            if value is None:
+                continue
+            old = seen.get(key)
+            if old is not None and old != value and (old == old or value == value):  # NaN = NaN
+                warn_once(
+                    self.label,
+                    "overwrite",
+                    f"sqltrack: run {self.label}: {key!r} at step {step} was {old!r:.40} and is "
+                    f"now {value!r:.40}; the later value is kept (log the other under another "
+                    "key or at another step to keep both)",
+                )
+            seen[key] = value
 
     def _cycle(self) -> None:
         self._drain()

@@ -75,7 +75,7 @@ class PostgresBackend:
         self._depth = 0
         self._io_timeout: float | None = None
         self._busy_until: float | None = None
-        self._watchdog: threading.Thread | None = None
+        self._watchdog: _Watchdog | None = None
         self._connect()
 
     def _connect(self) -> None:
@@ -171,22 +171,25 @@ class PostgresBackend:
         changed = seconds != self._io_timeout
         self._io_timeout = seconds
         if seconds is None:
+            self._stop_watchdog()
             return
         if changed and self._conn is not None and not self._conn.closed:
             with self._lock:
                 self._set_lock_timeout(self._conn)
         if self._watchdog is None or not self._watchdog.is_alive():
-            self._watchdog = threading.Thread(
-                target=self._watch, name="sqltrack-pg-watchdog", daemon=True
-            )
+            self._watchdog = _Watchdog(self)
             self._watchdog.start()
 
-    def _watch(self) -> None:
+    def _stop_watchdog(self) -> None:
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None:
+            watchdog.stopped.set()
+
+    def _watch(self, stopped: threading.Event) -> None:
         while True:
             timeout = self._io_timeout
-            if timeout is None:
+            if timeout is None or stopped.wait(min(1.0, timeout / 4)):
                 return
-            time.sleep(min(1.0, timeout / 4))
             until = self._busy_until
             if until is not None and time.monotonic() >= until:
                 self._busy_until = None
@@ -429,7 +432,8 @@ class PostgresBackend:
             self._conn = None
 
     def close(self) -> None:
-        self._io_timeout = None  # ends the watchdog
+        self._io_timeout = None
+        self._stop_watchdog()
         with self._lock:
             if self._conn is not None:
                 try:
@@ -471,3 +475,19 @@ def _binary_types(batch: MetricBatch) -> list[str] | None:
     if None in types or any(row[-1] is not None for row in batch.rows):
         return None
     return types  # type: ignore[return-value]  # no None left
+
+
+class _Watchdog(threading.Thread):
+    """The thread of `PostgresBackend.set_io_timeout`; it ends with the timeout or the connection,
+    and `stop` (for test harnesses that stop leftover daemon threads) ends it at once."""
+
+    def __init__(self, backend: PostgresBackend) -> None:
+        self.stopped = threading.Event()
+        super().__init__(
+            target=backend._watch, args=(self.stopped,), name="sqltrack-pg-watchdog", daemon=True
+        )
+
+    def stop(self) -> None:
+        self.stopped.set()
+        if self is not threading.current_thread():
+            self.join()
