@@ -13,7 +13,8 @@ import json
 import math
 import os
 import re
-from collections.abc import Mapping
+import types
+from collections.abc import Mapping, Sequence, Set
 from typing import Any, TypeAlias
 
 from .errors import ConfigurationError, MetricTypeError
@@ -156,8 +157,9 @@ def _metric_json(value: Any, root: str, trail: _Trail, depth: int) -> Any:
 def jsonable(value: Any, *, what: str = "params") -> Any:
     """Convert params and other free-form data to plain JSON types.
 
-    Dataclasses, namespaces and mappings become objects; sets, tuples and arrays lists; enums
-    their value; paths and anything unknown their ``str()``. Unknown types never fail, but
+    Dataclasses, attrs classes, pydantic models, namespaces, omegaconf configs and mappings
+    become objects; sequences (tuples, omegaconf lists), sets and arrays lists; enums their
+    value; paths and anything unknown their ``str()``. Unknown types never fail, but
     text (values, keys, ``str()`` results) holding a NUL character or a lone surrogate, and
     nesting deeper than `MAX_DEPTH`, raise `ConfigurationError` naming the key under `what`,
     e.g. ``params['model']['name']``.
@@ -186,8 +188,12 @@ def _jsonable(value: Any, what: str, trail: _Trail, depth: int) -> Any:
         return _float_to_json(value)
     if isinstance(value, enum.Enum):
         return _jsonable(value.value, what, trail, depth)
+    if kind is not dict and kind is not list:
+        plain = _structure(value)
+        if plain is not value:
+            return _jsonable(plain, what, trail, depth)
     is_dataclass = dataclasses.is_dataclass(value) and not isinstance(value, type)
-    if is_dataclass or isinstance(value, (Mapping, list, tuple, set, frozenset)):
+    if is_dataclass or isinstance(value, (Mapping, list, tuple, Set)):
         depth += 1
         if depth > MAX_DEPTH:
             raise _too_deep(_path(what, trail), ConfigurationError)
@@ -223,12 +229,40 @@ def _jsonable(value: Any, what: str, trail: _Trail, depth: int) -> Any:
     tolist = getattr(value, "tolist", None)
     if callable(tolist) and type(value).__module__.startswith(("numpy", "torch")):
         return _jsonable(tolist(), what, trail, depth)
-    if hasattr(value, "__dict__") and type(value).__name__ == "Namespace":
-        return _jsonable(vars(value), what, trail, depth)
     text = str(value)
     if not _text_ok(text):
         check_text(text, _path(what, trail), ConfigurationError)
     return text
+
+
+def _structure(value: Any) -> Any:
+    """The plain containers a configuration object holds, or `value` itself if it is none of
+    them: omegaconf configs (interpolations resolved where they can be), pydantic models, attrs
+    classes, argparse/jsonargparse/simple namespaces, and sequences that are not lists."""
+    kind = type(value)
+    if kind.__module__.startswith("omegaconf"):
+        from omegaconf import OmegaConf  # only here when the value came from omegaconf
+
+        if OmegaConf.is_config(value):
+            try:
+                return OmegaConf.to_container(value, resolve=True)
+            except Exception:  # an interpolation that cannot resolve: keep it as written
+                return OmegaConf.to_container(value, resolve=False)
+    dump = getattr(value, "model_dump", None)  # pydantic 2
+    if callable(dump) and hasattr(kind, "model_fields"):
+        return dump()
+    fields = getattr(kind, "__attrs_attrs__", None)
+    if fields is not None and not isinstance(value, type):
+        return {field.name: getattr(value, field.name) for field in fields}
+    if isinstance(value, types.SimpleNamespace) or (
+        hasattr(value, "__dict__") and kind.__name__ == "Namespace"
+    ):
+        return vars(value)
+    if isinstance(value, Sequence) and not isinstance(
+        value, (str, bytes, bytearray, list, tuple, range)
+    ):
+        return list(value)
+    return value
 
 
 def _decode_hook(obj: dict[str, Any]) -> Any:

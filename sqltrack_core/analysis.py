@@ -636,4 +636,28 @@ def query(
 
     names, rows = tracker.backend.fetchall(sql, params)  # type: ignore[arg-type]
     df: pd.DataFrame = pd.DataFrame.from_records(rows, columns=names)
+    if rows:
+        for i, values in enumerate(zip(*rows, strict=True)):
+            if None in values:
+                nullable = _nullable(values)
+                if nullable is not None:
+                    df.isetitem(i, nullable)
     return df
+
+
+def _nullable(values: tuple[Any, ...]) -> Any:
+    """A column with NULLs whose NULLs pandas would turn into NaN (numbers, text), typed so
+    that NULL stays missing and apart from a stored NaN, and ints stay ints; None to keep
+    what pandas made (times: NaT)."""
+    import pandas as pd
+
+    kinds = {type(value) for value in values if value is not None}
+    if not kinds or not kinds <= {bool, int, float, str}:
+        return None
+    if kinds == {bool}:
+        return pd.array(values, dtype="boolean")
+    if kinds == {int}:
+        return pd.array(values, dtype="Int64")
+    if kinds <= {int, float} and not any(v != v for v in values if type(v) is float):
+        return pd.array(values, dtype="Float64")
+    return pd.Series(values, dtype=object)  # NaN and NULL both, or text: as they are
