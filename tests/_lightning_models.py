@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from lightning.pytorch import LightningModule
+from lightning.pytorch import LightningDataModule, LightningModule
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -61,3 +61,21 @@ class TinyModel(LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         params = [p for p in self.parameters() if p.requires_grad]
         return torch.optim.SGD(params, lr=self.hparams.lr)
+
+
+class RegressionData(LightningDataModule):
+    """`regression_data` as a datamodule, for LightningCLI."""
+
+    def __init__(self, n: int = 64, batch_size: int = 16) -> None:
+        super().__init__()
+        self.n = n
+        self.batch_size = batch_size
+
+    def train_dataloader(self) -> DataLoader:
+        return regression_data(self.n, batch_size=self.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        return regression_data(self.n, seed=1, batch_size=self.batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return regression_data(self.n, seed=2, batch_size=self.batch_size)

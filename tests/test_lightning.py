@@ -462,7 +462,7 @@ def test_pickled_logger_continues_the_same_run(db_url: str) -> None:
     logger = SQLTrackLogger("exp", db_url)
     logger.log_metrics({"loss": 1.0}, step=0)
     copy = pickle.loads(pickle.dumps(logger))
-    assert copy.run_id is None and copy.version == logger.version
+    assert copy.run_id == logger.run_id is not None and copy.version == logger.version
     copy.log_metrics({"loss": 0.5}, step=1)
     copy.finalize("success")
     logger.finalize("success")
@@ -477,6 +477,7 @@ def test_ddp_spawn_makes_one_run(sqlite_url: str, tmp_path: Path) -> None:
     trainer.fit(TinyModel(), regression_data(), regression_data(seed=1))
     rows = query(sqlite_url, "SELECT id, uuid, status FROM runs")
     assert [(r[1], r[2]) for r in rows] == [(logger.version, "completed")]
+    assert logger.run_id == rows[0][0]  # the children made it; the parent finds it by UUID
     with sqltrack.connect(sqlite_url) as tracker:
         frame = tracker.metrics(rows[0][0])
     # 64 samples over 2 ranks, batches of 16: 2 steps per epoch

@@ -12,10 +12,12 @@ copies go on in the same run.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
 import uuid as uuid_module
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -23,7 +25,7 @@ from typing import Any
 from sqltrack_core import Run, RunStatus, Tracker, connect, provenance
 from sqltrack_core._backends.base import check_scheme, pin_url, resolve_url
 from sqltrack_core._warn import warn_once
-from sqltrack_core.errors import ConfigurationError, MetricTypeError, NotFoundError
+from sqltrack_core.errors import ConfigurationError, MetricTypeError, NotFoundError, SQLTrackError
 from sqltrack_core.runs import _check_description
 
 __all__ = ["RESUME_MODES", "RunSession", "TracksARun", "check_positive"]
@@ -89,6 +91,7 @@ class RunSession:
                 raise ConfigurationError(f"run {run!r} is neither a run id nor a UUID") from None
         self._created_at = time.time()
         self._created = False  # the run exists in the database (survives pickling)
+        self._shared = False  # pickled: a copy in another process may make the run
         self._init_process_state()
 
     def _init_process_state(self) -> None:
@@ -96,11 +99,13 @@ class RunSession:
         self._lock = threading.RLock()
         self._tracker: Tracker | None = None
         self.run: Run | None = None
+        self._found_id: int | None = None  # stored_id() of a run another process made
 
     _PICKLED = ("url", "experiment", "name", "tags", "comment", "resume", "sample_above", "uuid")
 
     def __getstate__(self) -> dict[str, Any]:
-        keep = (*self._PICKLED, "_continue", "_created_at", "_created")
+        self._shared = True  # a copy may make the run in another process (ddp_spawn)
+        keep = (*self._PICKLED, "_continue", "_created_at", "_created", "_shared")
         return {key: self.__dict__[key] for key in keep}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -161,6 +166,10 @@ class RunSession:
             reopen=False,  # weights saved after training do not reopen the run
         )
         return made
+
+    def checkpoint_removed(self, path: str) -> None:
+        """Record that a checkpoint this run registered was deleted (never reopening the run)."""
+        self.do("checkpoint", lambda run: run.checkpoint_removed(path), reopen=False)
 
     def next_token(self, step: int | None = None) -> dict[str, Any]:
         """A token of this run for a checkpoint not saved yet."""
@@ -266,11 +275,31 @@ class RunSession:
         self._created = True
         self._continue = None
         self.run = run
+        self._adopt(run)
         return run
 
+    def _adopt(self, run: Run) -> None:
+        self.run = run
+        # A logger or callback dropped without being finalized takes the writer thread along;
+        # the run stays open (the core ends it at exit).
+        weakref.finalize(self, _stop_writer, run).atexit = False
+
     def _reopen(self, run: Run) -> Run:
-        self.run = run.tracker.continue_run(run.uuid)
+        self._adopt(run.tracker.continue_run(run.uuid))
+        assert self.run is not None
         return self.run
+
+    def stored_id(self) -> int | None:
+        """The run's id in the database: this process's run's, or, for a session that was
+        pickled and never made the run here (the parent of ``ddp_spawn`` children), looked up
+        by UUID. None if there is none yet or the database cannot tell now."""
+        run = self.run
+        if run is not None:
+            return run.id
+        if self._found_id is None and self._shared:
+            with contextlib.suppress(SQLTrackError), connect(self.url, migrate=False) as tracker:
+                self._found_id = int(tracker.run_info(self.uuid)["id"])
+        return self._found_id
 
     def _finish_unseen(self, target: RunStatus) -> None:
         """finish() on a copy that never made the run: the parent of spawned children."""
@@ -288,6 +317,11 @@ class RunSession:
         tracker.close()
 
 
+def _stop_writer(run: Run) -> None:
+    if run.status is RunStatus.RUNNING:
+        run.stop_writer()
+
+
 class TracksARun:
     """What the integrations' loggers and callbacks tell about their run (``self._session``)."""
 
@@ -295,9 +329,9 @@ class TracksARun:
 
     @property
     def run_id(self) -> int | None:
-        """The run's integer id, once it exists in the database."""
-        run = self._session.run
-        return None if run is None else run.id
+        """The run's integer id, once it exists in the database (also in the parent process
+        of ``ddp_spawn``, whose children made the run)."""
+        return self._session.stored_id()
 
     @property
     def run_uuid(self) -> str:

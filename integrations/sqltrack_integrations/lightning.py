@@ -7,7 +7,10 @@ Trainer writes, and links to the runs its starting weights came from.
 How the pieces meet (the verified Lightning facts are in docs/design/lightning-integration.md):
 
 - `SQLTrackLogger` creates its run lazily on rank 0, under a UUID it makes in ``__init__``; that
-  UUID is the logger's ``version``, so default checkpoint paths carry it.
+  UUID is the logger's ``version``, so each run has its own folder ``save_dir/name/version``
+  (``log_dir``: checkpoints, LightningCLI's ``config.yaml``, profiler reports). It subclasses
+  `CSVLogger` only because ``Trainer.log_dir`` asks for a logger's ``log_dir`` from
+  TensorBoard and CSV loggers alone and takes ``save_dir`` from every other; it writes no CSV.
 - `SQLTrackCallback` reaches every Trainer through the ``lightning.pytorch.callbacks_factory``
   entry point (and, failing that, `SQLTrackLogger.log_graph` adds it). It is a no-op without a
   `SQLTrackLogger`. At setup it wraps the strategy's CheckpointIO in `_TokenCheckpointIO`, which
@@ -20,7 +23,6 @@ How the pieces meet (the verified Lightning facts are in docs/design/lightning-i
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import uuid as uuid_module
@@ -31,7 +33,7 @@ from typing import Any
 from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.loggers import Logger
+from lightning.pytorch.loggers import CSVLogger, Logger
 from lightning.pytorch.utilities import rank_zero_only
 from typing_extensions import override
 
@@ -52,7 +54,7 @@ _TOKEN_KEY = "sqltrack"  # where the token lives in a Lightning checkpoint dict
 _UNSAFE_PATH_CHARS = re.compile(r"[^A-Za-z0-9._=+-]+")
 
 
-class SQLTrackLogger(Logger, TracksARun):
+class SQLTrackLogger(CSVLogger, TracksARun):
     """Log a Lightning run to sqltrack-core (SQLite by default, or PostgreSQL).
 
     Args:
@@ -67,7 +69,10 @@ class SQLTrackLogger(Logger, TracksARun):
             into that run, as a preempted job wants.
         run: continue this existing run (id or UUID) from the start; its UUID becomes
             ``version``, so checkpoints land in its folder again and ``ckpt_path="last"`` finds them.
-        save_dir: root of the checkpoint folders; default the Trainer's ``default_root_dir``.
+        save_dir: root of the run folders (``save_dir/name/version`` is ``log_dir``); default
+            the Trainer's ``default_root_dir``. Pass it with LightningCLI when you also set
+            ``default_root_dir``: ``config.yaml`` is written before the logger meets the
+            Trainer, into the working directory's folder otherwise.
         sample_above: fingerprint only a sample of tensors with more elements than this (for
             very large models); every run that should link must use the same value.
 
@@ -93,7 +98,7 @@ class SQLTrackLogger(Logger, TracksARun):
         save_dir: str | os.PathLike[str] | None = None,
         sample_above: int | None = None,
     ) -> None:
-        super().__init__()
+        Logger.__init__(self)  # not CSVLogger's: no CSV files (see the module docstring)
         self._session = RunSession(
             experiment,
             url,
@@ -105,7 +110,8 @@ class SQLTrackLogger(Logger, TracksARun):
             run=run,
             sample_above=sample_above,
         )
-        self._save_dir = None if save_dir is None else os.fspath(save_dir)
+        self._root = None if save_dir is None else os.path.abspath(os.fspath(save_dir))
+        self._cwd = os.getcwd()  # the root until the Trainer's default_root_dir is known
         self._init_process_state()
 
     def _init_process_state(self) -> None:
@@ -142,18 +148,25 @@ class SQLTrackLogger(Logger, TracksARun):
 
     @property
     @override
-    def save_dir(self) -> str | None:
-        return self._save_dir
+    def save_dir(self) -> str | None:  # type: ignore[override]  # None as in Logger.save_dir
+        """The root of the run folders; None (the Trainer's ``default_root_dir``) until the
+        logger meets its Trainer, unless given."""
+        if self._root is not None:
+            return self._root
+        trainer = self._trainer() if self._trainer is not None else None
+        return None if trainer is None else trainer.default_root_dir
+
+    @property
+    @override
+    def root_dir(self) -> str:
+        return self.save_dir or self._cwd
 
     @property
     @override
     def log_dir(self) -> str:
-        """``save_dir/name/version``: where default checkpoints go (in ``checkpoints/``)."""
-        root = self._save_dir
-        if root is None:
-            trainer = self._trainer() if self._trainer is not None else None
-            root = trainer.default_root_dir if trainer is not None else os.getcwd()
-        return os.path.join(root, self.name, self.version)
+        """``save_dir/name/version``, this run's own folder: ``Trainer.log_dir``, and where
+        default checkpoints go (in ``checkpoints/``)."""
+        return os.path.join(self.root_dir, self.name, self.version)
 
     @property
     @rank_zero_experiment
@@ -174,13 +187,13 @@ class SQLTrackLogger(Logger, TracksARun):
 
     @override
     @rank_zero_only
-    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
-        """Merge `params` (dicts, Namespaces, dataclasses, anything) into the run's params.
-
-        Nested mappings stay nested; values JSON cannot hold are stored as their ``str()``.
+    def log_hyperparams(self, params: Any = None, *args: Any, **kwargs: Any) -> None:
+        """Merge `params` into the run's params: dicts, argparse and jsonargparse Namespaces,
+        omegaconf configs, dataclasses, attrs and pydantic models keep their structure (lists
+        stay lists, nested stays nested); values JSON cannot hold are stored as their ``str()``.
         """
-        if isinstance(params, argparse.Namespace):
-            params = vars(params)
+        if params is None:
+            return
         plain = _json.jsonable(params)
         if not isinstance(plain, dict):
             raise ConfigurationError(
@@ -357,7 +370,10 @@ class _TokenCheckpointIO(CheckpointIO):
 
     @override
     def remove_checkpoint(self, path: Any) -> None:
+        """Remove the file (``save_top_k`` drops one) and record that it is gone."""
         self.wrapped.remove_checkpoint(path)
+        with self.logger._session.guard("checkpoint", strict=False):
+            self.logger._session.checkpoint_removed(_normal_path(path))
 
     @override
     def teardown(self) -> None:
