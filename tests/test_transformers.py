@@ -115,7 +115,8 @@ def test_train_eval_and_summary_keys_land_as_typed_columns(db_url: str, tmp_path
 
 
 def test_evaluate_after_train_lands_in_the_finished_run(db_url: str, tmp_path: Path) -> None:
-    """Verify trainer.evaluate() after train() logs into the same run, which stays completed."""
+    """Verify trainer.evaluate() after train() logs into the same run, under final/, and the
+    run stays completed."""
     torch.manual_seed(0)
     _, trainer = train(BertForMaskedLM(tiny_config()), db_url, tmp_path, task="mlm")
     trainer.evaluate()
@@ -123,7 +124,8 @@ def test_evaluate_after_train_lands_in_the_finished_run(db_url: str, tmp_path: P
     assert [r[1] for r in rows] == ["completed"]
     with sqltrack.connect(db_url) as tracker:
         frame = tracker.metrics(rows[0][0]).set_index("step")
-    assert frame.loc[8, "eval_loss"] > 0
+    assert frame.loc[8, "final/eval_loss"] > 0 and frame.loc[8, "final/epoch"] == 2
+    assert "eval_loss" not in frame
 
 
 def test_checkpoints_get_a_sidecar_and_a_config_token(db_url: str, tmp_path: Path) -> None:

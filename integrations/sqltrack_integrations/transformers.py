@@ -3,9 +3,15 @@
 ``Trainer(..., callbacks=[SQLTrackCallback("my-experiment")])`` gives a tracked run: the
 TrainingArguments and the model config as params, every ``trainer.log()`` value as a typed
 column at ``state.global_step`` (train, ``eval_*`` and end-of-training summary keys, and
-anything else; non-numeric values too), every ``checkpoint-N/`` registered, and links to the
-runs the starting weights came from. ``report_to="sqltrack"`` works too, once this module is
-imported.
+anything else; non-numeric values too), every ``checkpoint-N/`` registered (and marked
+removed once ``save_total_limit`` rotates it away), and links to the runs the starting weights
+came from. ``report_to="sqltrack"`` works too, once this module is imported.
+
+Values logged after ``train()`` ended (a final ``trainer.evaluate()``) land at the same
+``global_step`` as the last in-training evaluation, so they are stored under the key prefix
+``final/`` (``final/eval_loss``, ``final/epoch``) instead of overwriting it; a second
+post-training log of the same key at that step uses ``final2/``, then ``final3/``, and so on.
+Keys logged during training, or by an evaluate-only script, are kept as they are.
 
 Provenance carriers (the brief's "Provenance"):
 
@@ -63,10 +69,14 @@ class SQLTrackCallback(TrainerCallback, TracksARun):
         trainer = Trainer(model, args, train_dataset=train, callbacks=[SQLTrackCallback("bert")])
         trainer.train()
 
-    Only the world process zero writes; the run is created at train begin (or at the first
-    log of an evaluate-only script). A ``train()`` that raised ends the run ``failed`` when the
-    process exits, even if the script caught the exception; SIGTERM or Ctrl-C end it
-    ``cancelled``.
+    Only the world process zero writes; the run is created, with its name and params, at
+    train begin (or at the first log of an evaluate-only script). Values are read from the
+    Trainer's ``state.log_history``, so a callback that edits the logs dict before this one
+    (``PrinterCallback`` pops ``total_flos``) changes nothing. Everything logged after
+    ``train()`` ended goes under ``final/`` (``final/eval_loss``), then ``final2/``, ... for
+    a key logged again at that step, so the last in-training evaluation is never overwritten.
+    A ``train()`` that raised ends the run ``failed`` when the process exits, even if the script
+    caught the exception; SIGTERM or Ctrl-C end it ``cancelled``.
     """
 
     def __init__(
@@ -97,6 +107,11 @@ class SQLTrackCallback(TrainerCallback, TracksARun):
         self._ended = False  # on_train_end came, and no train began since
         self._training = False  # between on_train_begin and on_train_end
         self._exit_hook = False
+        self._last_entry: dict[str, Any] | None = None  # the log_history entry logged last
+        # {step: keys logged after training ended at that step} (one step at most): picks the
+        # final/, final2/, ... prefix that overwrites nothing
+        self._logged_after_end: dict[int, set[str]] = {}
+        self._checkpoints: set[str] = set()  # folders registered in this process, still there
 
     # -- TrainerCallback ------------------------------------------------------------------------
 
@@ -120,14 +135,11 @@ class SQLTrackCallback(TrainerCallback, TracksARun):
             atexit.register(_fail_unfinished, weakref.ref(self))
             self._exit_hook = True
         with session.guard("train begin", strict=False):
-            if session.name is None and args.run_name and args.run_name != args.output_dir:
-                session.name = args.run_name
             resumed = state.global_step > 0
             token, path = _resume_token(args, state) if resumed else (None, None)
             if session.continue_from(token):
                 self._started = True  # the continued run recorded its starting weights
-            params = _params(args, model)
-            session.do("params", lambda run: run.log_params(params))
+            self._describe(args, model)
             if not self._started and model is not None:
                 self._started = True
                 session.link_initial_weights(
@@ -152,18 +164,26 @@ class SQLTrackCallback(TrainerCallback, TracksARun):
         state: TrainerState,
         control: TrainerControl,
         logs: Mapping[str, Any] | None = None,
+        model: Any = None,
         **kwargs: Any,
     ) -> None:
-        """Log `logs` at ``state.global_step``; values that are not numbers are kept too."""
-        if not state.is_world_process_zero or not logs:
+        """Log what the Trainer logged at ``state.global_step`` (after training ended under
+        ``final/``); values that are not numbers are kept too."""
+        if not state.is_world_process_zero:
             return
-        values = {str(key): _loggable(value) for key, value in logs.items()}
+        values = {str(key): _loggable(value) for key, value in self._logged(state, logs).items()}
+        if not values:
+            return
         session = self._session
+        step = state.global_step
         with session.guard("log", strict=False):
             if self._ended:
-                session.log_after_end(values, state.global_step)  # evaluate() after train()
-            else:
-                session.log(values, state.global_step)
+                # evaluate() after train(): at the step of the last in-training evaluation
+                session.log_after_end(self._after_end(values, step), step)
+                return
+            if not self._training and session.run is None:
+                self._describe(args, model)  # an evaluate-only script
+            session.log(values, step)
 
     def on_save(
         self,
@@ -178,10 +198,12 @@ class SQLTrackCallback(TrainerCallback, TracksARun):
         if not state.is_world_process_zero or model is None:
             return
         folder = _checkpoint_folder(args, state)
+        self._report_removed()  # save_total_limit rotated folders away before on_save
         with self._session.guard("checkpoint", strict=False):
             token = self._session.register_checkpoint(
                 folder, model.state_dict(), state.global_step, token=self._armed
             )
+            self._checkpoints.add(folder)
             if os.path.isdir(folder):
                 with open(os.path.join(folder, SIDECAR), "w", encoding="utf-8") as file:
                     json.dump(token, file)
@@ -200,6 +222,7 @@ class SQLTrackCallback(TrainerCallback, TracksARun):
         if not state.is_world_process_zero:
             return
         session = self._session
+        self._report_removed()  # load_best_model_at_end with save_total_limit=1 deletes one more
         if model is not None:
             with session.guard("checkpoint", strict=False):
                 session.register_checkpoint(
@@ -210,6 +233,55 @@ class SQLTrackCallback(TrainerCallback, TracksARun):
         self._training = False
 
     # -- helpers ----------------------------------------------------------------------------------
+
+    def _describe(self, args: TrainingArguments, model: Any) -> None:
+        """Name the run after ``args.run_name`` (unless named already, or it is only the output
+        dir) and log the params: at train begin, or at the first log of an evaluate-only script."""
+        session = self._session
+        if session.name is None and args.run_name and args.run_name != args.output_dir:
+            session.name = args.run_name
+        params = _params(args, model)
+        session.do("params", lambda run: run.log_params(params))
+
+    def _logged(self, state: TrainerState, logs: Mapping[str, Any] | None) -> dict[str, Any]:
+        """What ``Trainer.log`` logged: its new ``log_history`` entry (less ``step``) over `logs`,
+        so keys another callback added to `logs` stay and keys one popped come back
+        (``PrinterCallback`` pops ``total_flos``); just `logs` without a new entry (a direct
+        ``on_log`` call)."""
+        merged = dict(logs or {})
+        history = state.log_history
+        entry = history[-1] if history else None
+        if (
+            isinstance(entry, dict)
+            and entry is not self._last_entry
+            and entry.get("step") == state.global_step
+        ):
+            self._last_entry = entry
+            merged.update((key, value) for key, value in entry.items() if key != "step")
+        return merged
+
+    def _after_end(self, values: Mapping[str, Any], step: int) -> dict[str, Any]:
+        """`values` under the first of ``final/``, ``final2/``, ... that none of their keys was
+        logged under at `step` since training ended (see the module docstring)."""
+        if step not in self._logged_after_end:
+            self._logged_after_end = {step: set()}
+        seen = self._logged_after_end[step]
+        number = 1
+        while True:
+            prefix = "final/" if number == 1 else f"final{number}/"
+            renamed = {prefix + key: value for key, value in values.items()}
+            if seen.isdisjoint(renamed):
+                seen.update(renamed)
+                return renamed
+            number += 1
+
+    def _report_removed(self) -> None:
+        """Mark the checkpoint folders registered here that are gone from disk as removed."""
+        gone = sorted(folder for folder in self._checkpoints if not os.path.exists(folder))
+        for folder in gone:
+            self._checkpoints.discard(folder)  # reported once, even if the report fails
+            with self._session.guard("checkpoint", strict=False):
+                self._session.checkpoint_removed(folder)
 
     def _arm(self, model: Any, step: int) -> None:
         """Put a fresh token of this run on ``model.config`` for the next save."""
