@@ -105,6 +105,8 @@ class SQLTrackKerasCallback(TracksARun):
         self._batches_done = 0  # batches trained by this run before the current epoch
         self._batches_in_epoch = 0
         self._step = 0  # of the epoch under way (for files saved during it)
+        # the last epoch's logs as Keras passed them, the keys logged of them, and its step
+        self._epoch_logs: tuple[Mapping[str, Any], frozenset[Any], int] | None = None
 
     # -- what Keras calls -----------------------------------------------------------------------
 
@@ -127,6 +129,7 @@ class SQLTrackKerasCallback(TracksARun):
             _wrap_saving(model, self)
 
     def on_epoch_begin(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        self._log_late_keys()
         if self._first_epoch is None:
             self._first_epoch = epoch
             # a fit() that counts from 0 again goes on after the run's last step; one with
@@ -151,7 +154,8 @@ class SQLTrackKerasCallback(TracksARun):
                 self._session.log(_loggable(logs), step)
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
-        """Log the epoch's logs (training and validation), with ``epoch`` as a column."""
+        """Log the epoch's logs (training and validation), with ``epoch`` as a column; what the
+        callbacks after this one add to them follows at the next hook (`_log_late_keys`)."""
         self._batches_done += self._batches_in_epoch
         step = self._batches_done if self._every else epoch + self._offset
         self._last_step = max(self._last_step, epoch + self._offset)
@@ -159,9 +163,25 @@ class SQLTrackKerasCallback(TracksARun):
         values["epoch"] = epoch
         with self._session.guard("log", strict=False):
             self._session.log(values, step)
+        self._epoch_logs = None if logs is None else (logs, frozenset(logs), step)
+
+    def _log_late_keys(self) -> None:
+        """Log, at the last epoch's step, the keys that callbacks after this one added to its
+        logs (``ReduceLROnPlateau`` adds ``learning_rate``): Keras hands every callback the same
+        dict, and `History`, always last, records it as they left it. A value they changed keeps
+        the one logged: writing it again would overwrite a value at a step the run already has."""
+        pending, self._epoch_logs = self._epoch_logs, None
+        if pending is None:
+            return
+        logs, logged, step = pending
+        late = {key: value for key, value in logs.items() if key not in logged}
+        if late:
+            with self._session.guard("log", strict=False):
+                self._session.log(_loggable(late), step)
 
     def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
         """Register the final weights and finish the run as completed."""
+        self._log_late_keys()
         session = self._session
         model = self.model
         with session.guard("checkpoint", strict=False):
