@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from ._backends import Backend
+    from ._backends.dialect import Dialect
     from .runs import Run
     from .tracker import Tracker
 
@@ -139,7 +140,7 @@ def _check_limit(limit: int | None) -> None:
         )
 
 
-def _decode(value: Any, family: Family | str | None, dialect: str) -> Any:
+def _decode(value: Any, family: Family | str | None, dialect: Dialect) -> Any:
     if value is None:
         return None
     if family == "float":
@@ -149,8 +150,7 @@ def _decode(value: Any, family: Family | str | None, dialect: str) -> Any:
     if family == "bool":
         return bool(value)
     if family in ("json", "extra"):
-        # SQLite returns JSON text; psycopg has parsed it already (a JSON string is then a str)
-        return _json.decode(value) if dialect == "sqlite" else value
+        return dialect.decode_json(value)
     return value
 
 
@@ -167,25 +167,15 @@ def _aggregate_sql(
     `sortable` makes first/last of a key kept in ``metrics.extra`` a number (a value that is
     not one counts as missing): the JSON it is otherwise would sort as text on SQLite.
     """
-    sqlite = b.dialect == "sqlite"
+    dialect = b.dialect
     if column is None:  # a key without a column: its values live in metrics.extra
         family: Family | str | None = "extra"
         value = "m.extra -> ?"
         params = [key]
         # a step that logged None holds a JSON null there, which ->> reads as SQL NULL
         present, present_params = "m.extra ->> ?", [key]
-        # NaN and ±inf sit in JSON as {"$float": "NaN"} (see _json.FLOAT_TAG); they must count
-        # too, as in a float column: SQLite's NaN is the text 'NaN' there, 9e999 is inf.
-        numeric = (
-            "CASE WHEN json_type(m.extra -> ?) IN ('integer', 'real') THEN m.extra ->> ? "
-            "ELSE CASE m.extra -> ? ->> '$.\"$float\"' WHEN 'NaN' THEN 'NaN' "
-            "WHEN 'Infinity' THEN 9e999 WHEN '-Infinity' THEN -9e999 END END"
-            if sqlite
-            else "(CASE WHEN jsonb_typeof(m.extra -> ?) = 'number' THEN m.extra ->> ? "
-            "WHEN m.extra -> ? ->> '$float' IN ('NaN', 'Infinity', '-Infinity') "
-            "THEN m.extra -> ? ->> '$float' END)::float8"
-        )
-        numeric_params = [key] * (3 if sqlite else 4)
+        numeric, bound = dialect.extra_number_sql()  # NaN and ±inf count, as in a float column
+        numeric_params = [key] * bound
     else:
         name, family = column
         value = "m." + b.quote(name)
@@ -211,22 +201,8 @@ def _aggregate_sql(
         return f"count({present})", present_params, True, "int"
     if family == "extra":
         family, value, params = "float", numeric, numeric_params
-    if agg == "mean":
-        if family == "bool":
-            value = value if sqlite else f"{value}::int"
-        if (
-            sqlite and family == "float"
-        ):  # NaN is stored as text: make the mean NaN, as PostgreSQL does
-            return (
-                f"CASE WHEN max(typeof({value}) = 'text') THEN 'NaN' ELSE avg({value}) END",
-                params + params,
-                True,
-                "float",
-            )
-        return f"avg({value})", params, True, "float"
-    if family == "bool" and not sqlite:
-        return f"{'bool_or' if agg == 'max' else 'bool_and'}({value})", params, True, "bool"
-    return f"{agg}({value})", params, True, family
+    sql, params, family = dialect.aggregates[agg](value, params, family)
+    return sql, params, True, family
 
 
 def _flatten(prefix: str, value: Any, into: dict[str, Any]) -> None:
@@ -274,7 +250,7 @@ def runs(
         "SELECT r.id, r.uuid, e.name AS experiment, r.name, "
         "CASE WHEN r.status = 'running' AND COALESCE(r.heartbeat_at, r.started_at, r.created_at) < ? "
         "THEN 'crashed' ELSE r.status END AS status, "
-        + "".join(f"{_epoch_sql(b.dialect, 'r.' + c)} AS {c}, " for c in _TIME_COLUMNS)
+        + "".join(f"{b.dialect.epoch_sql('r.' + c)} AS {c}, " for c in _TIME_COLUMNS)
         + "r.owner, r.tags, r.comment, r.params "
         "FROM runs r JOIN experiments e ON e.id = r.experiment_id"
         + (" WHERE " + " AND ".join(conditions) if conditions else "")
@@ -409,7 +385,7 @@ def metrics(
     selected = [(k, columns[k]) for k in (columns if wanted is None else wanted) if k in columns]
     # one run's history (the common case) leaves out run_id: it is known, and every fetched
     # column costs a Python object per row
-    fixed = ["step", _epoch_sql(b.dialect, "logged_at")]
+    fixed = ["step", b.dialect.epoch_sql("logged_at")]
     if len(ids) > 1:
         fixed.insert(0, "run_id")
     marks = ", ".join("?" for _ in ids)
@@ -474,26 +450,10 @@ def metrics(
     return df
 
 
-#: How the readers select a timestamp column (``{}``), and the unit of the integer they get:
-#: time since the epoch, which numpy reads as datetimes at once, where psycopg would build a
-#: datetime and pandas parse a text per row. SQLite's julianday() holds whole milliseconds
-#: (the precision of its ISO-8601 text), so rounding gives them back exactly.
-_EPOCH: dict[str, tuple[str, str]] = {
-    "sqlite": (
-        "CAST(round((julianday({}) - 2440587.5) * 86400000.0) AS INTEGER)",
-        "datetime64[ms]",
-    ),
-    "postgresql": ("(extract(epoch FROM {}) * 1000000)::int8", "datetime64[us]"),
-}
-
-
-def _epoch_sql(dialect: str, column: str) -> str:
-    """SQL reading the timestamp `column` (a fixed name, never user text) as an `_EPOCH` integer."""
-    return _EPOCH[dialect][0].format(column)
-
-
-def _datetimes(values: tuple[Any, ...], dialect: str) -> Any:
-    """Timezone-aware datetimes (UTC, microseconds) from `_EPOCH` integers; None -> NaT."""
+def _datetimes(values: tuple[Any, ...], dialect: Dialect) -> Any:
+    """Timezone-aware datetimes (UTC, microseconds) from the integers ``dialect.epoch_sql``
+    reads times as (numpy reads them as datetimes at once, where psycopg would build a
+    datetime and pandas parse a text per row); None -> NaT."""
     import numpy as np
     import pandas as pd
 
@@ -502,12 +462,12 @@ def _datetimes(values: tuple[Any, ...], dialect: str) -> Any:
     except TypeError:  # a None: NaT is int64's minimum
         nat = np.iinfo(np.int64).min
         stamps = np.array([nat if v is None else v for v in values], dtype=np.int64)
-    moments = stamps.view(_EPOCH[dialect][1]).astype("datetime64[us]")
+    moments = stamps.view(dialect.epoch_unit).astype("datetime64[us]")
     return pd.DatetimeIndex(moments).tz_localize("UTC").array
 
 
 def _column_array(
-    values: tuple[Any, ...], family: Family | None, dialect: str, *, empty: bool = False
+    values: tuple[Any, ...], family: Family | None, dialect: Dialect, *, empty: bool = False
 ) -> Any:
     """A metric column as an array of its family's dtype; None if every value is missing.
 

@@ -18,23 +18,6 @@ __all__ = ["Migration", "builtin_migrations", "load_migrations", "migrate"]
 
 _FILE_NAME = re.compile(r"^(?P<version>\d+)_(?P<name>[A-Za-z0-9_\-]+)\.sql$")
 
-_BOOKKEEPING = {
-    "sqlite": """CREATE TABLE IF NOT EXISTS schema_migrations (
-    version     TEXT NOT NULL,
-    name        TEXT NOT NULL,
-    checksum    TEXT NOT NULL,
-    applied_at  TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
-    PRIMARY KEY (version, name)
-)""",
-    "postgresql": """CREATE TABLE IF NOT EXISTS schema_migrations (
-    version     TEXT NOT NULL,
-    name        TEXT NOT NULL,
-    checksum    TEXT NOT NULL,
-    applied_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
-    PRIMARY KEY (version, name)
-)""",
-}
-
 
 @dataclass(frozen=True)
 class Migration:
@@ -119,9 +102,9 @@ def migrate(backend: Backend, directory: str | os.PathLike[str] | None = None) -
     once apply every migration exactly once.
     """
     migrations = (
-        builtin_migrations(backend.dialect)
+        builtin_migrations(backend.dialect.name)
         if directory is None
-        else load_migrations(directory, backend.dialect)
+        else load_migrations(directory, backend.dialect.name)
     )
     try:
         pending = _pending(migrations, _applied(backend))
@@ -132,7 +115,7 @@ def migrate(backend: Backend, directory: str | os.PathLike[str] | None = None) -
     if not pending:
         return []
     with backend.transaction(exclusive=True):
-        backend.apply_script(_BOOKKEEPING[backend.dialect])
+        backend.apply_script(backend.dialect.bookkeeping_ddl())
     done = []
     for migration in pending:
         with backend.transaction(exclusive=True):

@@ -304,6 +304,7 @@ class Tracker:
         it is made running again), unless `new` asks for a new run: then that is an error.
         """
         now = b.timestamp(time.time())
+        owner, owner_params = b.dialect.owner_sql(env.get("user"))
         with b.transaction():
             _, taken = b.fetchall(b.sql("SELECT id FROM runs WHERE uuid = ?"), (str(uuid),))
             if taken:
@@ -331,8 +332,7 @@ class Tracker:
                 b.sql(
                     "INSERT INTO runs (uuid, experiment_id, name, status, started_at, ended_at, "
                     "heartbeat_at, params, env, tags, comment, owner) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-                    + ("?)" if b.dialect == "sqlite" else "current_user)")
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, " + owner + ")"
                 ),
                 (
                     str(uuid),
@@ -346,7 +346,7 @@ class Tracker:
                     b.json_param(_json.dumps(env)),
                     b.json_param(_json.dumps(tags)),
                     comment,
-                    *([env.get("user")] if b.dialect == "sqlite" else []),
+                    *owner_params,
                 ),
             )
             _, rows = b.fetchall(b.sql("SELECT id FROM runs WHERE uuid = ?"), (str(uuid),))

@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 from ..errors import ConfigurationError, UnsupportedURLError
+from .dialect import Dialect
 
 if TYPE_CHECKING:
     from typing_extensions import LiteralString
 
     from .._columns import Family
 
-Dialect = Literal["sqlite", "postgresql"]
+#: URL scheme -> dialect name; dialect name -> (backend module in this package, class). The
+#: modules are imported when a URL needs them, so a driver that is not installed only matters
+#: to its own URLs.
+_SCHEMES = {"sqlite": "sqlite", "postgresql": "postgresql", "postgres": "postgresql"}
+_BACKENDS = {"sqlite": ("sqlite", "SQLiteBackend"), "postgresql": ("postgres", "PostgresBackend")}
 
 
 @dataclass
@@ -174,10 +181,8 @@ def check_scheme(url: str) -> str:
         UnsupportedURLError: any other scheme.
     """
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
-    if scheme == "sqlite":
-        return "sqlite"
-    if scheme in ("postgresql", "postgres"):
-        return "postgresql"
+    if scheme in _SCHEMES:
+        return _SCHEMES[scheme]
     raise UnsupportedURLError(
         f"database URL {mask_password(url)!r} has an unsupported scheme {scheme!r}; expected "
         "'sqlite:///relative/path.db', 'sqlite:////absolute/path.db' or "
@@ -187,13 +192,27 @@ def check_scheme(url: str) -> str:
 
 def open_backend(url: str) -> Backend:
     """Open a backend for `url`, translating every failure into a `SQLTrackError`."""
-    if check_scheme(url) == "sqlite":
-        from .sqlite import SQLiteBackend
+    module_name, class_name = _BACKENDS[check_scheme(url)]
+    module = importlib.import_module(f"{__package__}.{module_name}")
+    backend: Backend = getattr(module, class_name)(url)
+    return backend
 
-        return SQLiteBackend(url)
-    from .postgres import PostgresBackend
 
-    return PostgresBackend(url)
+def path_from_url(url: str) -> str:
+    """Return the file path in a ``sqlite:///relative`` or ``sqlite:////absolute`` URL."""
+    if not url.lower().startswith("sqlite:///"):
+        raise ConfigurationError(
+            f"SQLite URL {url!r} has no path; expected 'sqlite:///relative/path.db' "
+            "or 'sqlite:////absolute/path.db'"
+        )
+    path = url[len("sqlite:///") :].split("?", 1)[0]
+    if not path or path == ":memory:":
+        raise ConfigurationError(
+            f"SQLite URL {url!r} names no file; an in-memory database cannot be shared with "
+            "the background writer, use a file such as 'sqlite:///sqltrack.db' "
+            "(or a temporary directory in tests)"
+        )
+    return path
 
 
 def pin_url(url: str) -> str:
@@ -202,11 +221,12 @@ def pin_url(url: str) -> str:
     A tracker opens writer connections later, maybe after the program changed directory (Hydra
     does, per run), and they must reach the file `connect` opened.
     """
-    if url.split(":", 1)[0].lower() == "sqlite":
-        from .sqlite import absolute_url
-
-        return absolute_url(url)
-    return url
+    if url.split(":", 1)[0].lower() != "sqlite":
+        return url
+    path = path_from_url(url)
+    if path.startswith("file:") or Path(path).expanduser().is_absolute():
+        return url
+    return "sqlite:///" + os.path.abspath(path) + url[len("sqlite:///") + len(path) :]
 
 
 def iter_statements(script: str) -> Iterator[str]:

@@ -15,12 +15,13 @@ import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from .. import _json
 from ..errors import DatabaseError, DatabaseUnavailableError, MissingDependencyError
 from .base import MetricBatch, mask_password
+from .dialect import Dialect, PostgresDialect
 
 if TYPE_CHECKING:
     import psycopg
@@ -55,7 +56,7 @@ def _import_psycopg() -> Any:
 class PostgresBackend:
     """A connection to one PostgreSQL database, in autocommit mode between transactions."""
 
-    dialect: Literal["sqlite", "postgresql"] = "postgresql"
+    dialect: Dialect = PostgresDialect()
     column_types: dict[Family, str] = {
         "bool": "BOOLEAN",
         "int": "BIGINT",

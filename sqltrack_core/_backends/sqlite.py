@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
 import time
@@ -10,11 +9,12 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from .. import _json
-from ..errors import ConfigurationError, DatabaseError, DatabaseUnavailableError
-from .base import MetricBatch, iter_statements
+from ..errors import DatabaseError, DatabaseUnavailableError
+from .base import MetricBatch, iter_statements, path_from_url
+from .dialect import Dialect, SQLiteDialect
 
 if TYPE_CHECKING:
     from typing_extensions import LiteralString
@@ -25,31 +25,6 @@ if TYPE_CHECKING:
 #: which REAL affinity leaves as text; readers turn it back into a float.
 NAN_TEXT = "NaN"
 BUSY_TIMEOUT_S = 60.0
-
-
-def path_from_url(url: str) -> str:
-    """Return the file path in a ``sqlite:///relative`` or ``sqlite:////absolute`` URL."""
-    if not url.lower().startswith("sqlite:///"):
-        raise ConfigurationError(
-            f"SQLite URL {url!r} has no path; expected 'sqlite:///relative/path.db' "
-            "or 'sqlite:////absolute/path.db'"
-        )
-    path = url[len("sqlite:///") :].split("?", 1)[0]
-    if not path or path == ":memory:":
-        raise ConfigurationError(
-            f"SQLite URL {url!r} names no file; an in-memory database cannot be shared with "
-            "the background writer, use a file such as 'sqlite:///sqltrack.db' "
-            "(or a temporary directory in tests)"
-        )
-    return path
-
-
-def absolute_url(url: str) -> str:
-    """Return `url` with a relative path made absolute against the working directory now."""
-    path = path_from_url(url)
-    if path.startswith("file:") or Path(path).expanduser().is_absolute():
-        return url
-    return "sqlite:///" + os.path.abspath(path) + url[len("sqlite:///") + len(path) :]
 
 
 def _timestamp_text(unix_time: float) -> str:
@@ -95,7 +70,7 @@ def _translate(exc: sqlite3.Error, path: str) -> DatabaseError:
 class SQLiteBackend:
     """A connection to one SQLite file, usable from any one thread at a time."""
 
-    dialect: Literal["sqlite", "postgresql"] = "sqlite"
+    dialect: Dialect = SQLiteDialect()
     column_types: dict[Family, str] = {
         "bool": "BOOLEAN",
         "int": "BIGINT",
