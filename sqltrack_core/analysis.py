@@ -5,27 +5,30 @@ pandas is imported only inside these functions.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import _json
+from ._backends.sqltext import to_driver
 from ._columns import Family, family_of_sql_type
-from .errors import ConfigurationError, MissingDependencyError
+from ._runs_query import (
+    AGGREGATIONS,
+    TIME_COLUMNS,
+    build_runs_query,
+    check_limit,
+    parse_metric_specs,
+    parse_order,
+)
+from .errors import MissingDependencyError
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from ._backends import Backend
     from ._backends.dialect import Dialect
-    from .runs import Run
-    from .tracker import Tracker
 
 __all__ = ["AGGREGATIONS", "lineage", "metrics", "query", "run_info", "runs"]
-
-AGGREGATIONS = ("last", "first", "min", "max", "mean", "count")
-_TIME_COLUMNS = ("created_at", "started_at", "ended_at", "heartbeat_at")
 
 
 def _require_pandas() -> None:
@@ -46,165 +49,6 @@ def metric_columns(backend: Backend) -> dict[str, tuple[str, Family | None]]:
     return {key: (name, family_of_sql_type(sql_type)) for key, name, sql_type in rows}
 
 
-def parse_metric_specs(
-    metrics: Mapping[str, str] | Sequence[tuple[str, str]] | Sequence[str] | None,
-) -> list[tuple[str, str]]:
-    """Normalise ``{"val/acc": "max"}``, ``[("val/acc", "max")]`` or ``["val/acc:max"]``."""
-    if metrics is None:
-        return []
-    if isinstance(metrics, str):
-        metrics = [metrics]
-    items: Iterable[Any] = metrics.items() if isinstance(metrics, Mapping) else metrics
-    specs = []
-    for item in items:
-        if isinstance(item, str):
-            key, sep, agg = item.rpartition(":")
-            if not sep or not key:
-                raise ConfigurationError(
-                    f"metric spec {item!r} needs the form KEY:AGG, e.g. 'val/acc:max'"
-                )
-        elif isinstance(item, tuple) and len(item) == 2:
-            key, agg = item
-        else:
-            raise ConfigurationError(f"metric spec {item!r} is neither 'KEY:AGG' nor (key, agg)")
-        agg = str(agg).lower()
-        if agg == "avg":
-            agg = "mean"
-        if agg not in AGGREGATIONS:
-            raise ConfigurationError(
-                f"aggregation {agg!r} for {key!r} is unknown; expected one of {', '.join(AGGREGATIONS)}"
-            )
-        specs.append((str(key), agg))
-    return specs
-
-
-#: The columns of `runs` that ``order_by`` takes by name (any metric spec works too)
-ORDER_COLUMNS = (
-    "id",
-    "uuid",
-    "experiment",
-    "name",
-    "status",
-    "created_at",
-    "started_at",
-    "ended_at",
-    "heartbeat_at",
-    "owner",
-    "comment",
-)
-
-
-def parse_order(order_by: str | Sequence[str] | None) -> list[tuple[str | tuple[str, str], bool]]:
-    """Normalise ``"-val/acc:max"`` or ``["status", "-started_at"]`` to (column or spec, descending).
-
-    A leading ``-`` means descending; the rest is one of `ORDER_COLUMNS` or a metric spec
-    ``KEY:AGG``. Nothing else is accepted, so no user text reaches the SQL as an identifier.
-    """
-    if order_by is None:
-        return []
-    items: Sequence[Any] = [order_by] if isinstance(order_by, str) else order_by
-    if not isinstance(items, Sequence):
-        raise ConfigurationError(
-            f"order_by {order_by!r} has type {type(order_by).__name__}; expected a str such as "
-            "'-val/acc:max' or a list of them"
-        )
-    order: list[tuple[str | tuple[str, str], bool]] = []
-    for item in items:
-        if not isinstance(item, str):
-            raise ConfigurationError(
-                f"order_by item {item!r} has type {type(item).__name__}; expected a str such as "
-                "'started_at' or '-val/acc:max'"
-            )
-        descending = item.startswith("-")
-        field = item[1:] if descending else item
-        if field in ORDER_COLUMNS:
-            order.append((field, descending))
-        elif ":" in field:
-            try:
-                [spec] = parse_metric_specs([field])
-            except ConfigurationError as exc:
-                raise ConfigurationError(f"order_by {item!r}: {exc}") from None
-            order.append((spec, descending))
-        else:
-            raise ConfigurationError(
-                f"order_by {item!r} is neither a run column ({', '.join(ORDER_COLUMNS)}) nor "
-                "a metric spec KEY:AGG such as 'val/acc:max'; a leading '-' sorts descending"
-            )
-    return order
-
-
-def _check_limit(limit: int | None) -> None:
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
-        raise ConfigurationError(
-            f"limit {limit!r} must be an int >= 0 (the number of runs), or None for all of them"
-        )
-
-
-def _decode(value: Any, family: Family | str | None, dialect: Dialect) -> Any:
-    if value is None:
-        return None
-    if family == "float":
-        if isinstance(value, str):
-            return math.nan if value == "NaN" else float(value)
-        return float(value)
-    if family == "bool":
-        return bool(value)
-    if family in ("json", "extra"):
-        return dialect.decode_json(value)
-    return value
-
-
-def _aggregate_sql(
-    b: Backend,
-    key: str,
-    agg: str,
-    column: tuple[str, Family | None] | None,
-    *,
-    sortable: bool = False,
-) -> tuple[str, list[Any], bool, Family | str | None]:
-    """Return (SQL expression, its params, whether it is a GROUP BY aggregate, result family).
-
-    `sortable` makes first/last of a key kept in ``metrics.extra`` a number (a value that is
-    not one counts as missing): the JSON it is otherwise would sort as text on SQLite.
-    """
-    dialect = b.dialect
-    if column is None:  # a key without a column: its values live in metrics.extra
-        family: Family | str | None = "extra"
-        value = "m.extra -> ?"
-        params = [key]
-        # a step that logged None holds a JSON null there, which ->> reads as SQL NULL
-        present, present_params = "m.extra ->> ?", [key]
-        numeric, bound = dialect.extra_number_sql()  # NaN and ±inf count, as in a float column
-        numeric_params = [key] * bound
-    else:
-        name, family = column
-        value = "m." + b.quote(name)
-        params = []
-        numeric, numeric_params = value, []
-        present, present_params = value, []
-        if (family == "json" and agg in ("min", "max", "mean")) or (
-            family == "text" and agg == "mean"
-        ):
-            raise ConfigurationError(
-                f"aggregation {agg!r} needs a numeric metric; {key!r} holds {family}"
-            )
-    if agg in ("last", "first"):
-        if sortable and family == "extra":
-            family, value, params = "float", numeric, numeric_params
-        order = "DESC" if agg == "last" else "ASC"
-        expr = (
-            f"(SELECT {value} FROM metrics m WHERE m.run_id = sel.id "
-            f"AND {present} IS NOT NULL ORDER BY m.step {order} LIMIT 1)"
-        )
-        return expr, params + present_params, False, family
-    if agg == "count":
-        return f"count({present})", present_params, True, "int"
-    if family == "extra":
-        family, value, params = "float", numeric, numeric_params
-    sql, params, family = dialect.aggregates[agg](value, params, family)
-    return sql, params, True, family
-
-
 def _flatten(prefix: str, value: Any, into: dict[str, Any]) -> None:
     if isinstance(value, dict) and value:
         for key, inner in value.items():
@@ -214,115 +58,46 @@ def _flatten(prefix: str, value: Any, into: dict[str, Any]) -> None:
 
 
 def runs(
-    tracker: Tracker,
+    b: Backend,
     experiment: str | None = None,
     *,
+    stale_after: float,
     metrics: Mapping[str, str] | Sequence[tuple[str, str]] | Sequence[str] | None = None,
     where: str | None = None,
     args: Sequence[Any] = (),
     order_by: str | Sequence[str] | None = None,
     limit: int | None = None,
 ) -> pd.DataFrame:
-    """See `Tracker.runs`."""
+    """See `Tracker.runs`; a running run whose heartbeat is older than `stale_after` seconds
+    is reported ``crashed``."""
     _require_pandas()
     import pandas as pd
 
-    b = tracker.backend
     specs = parse_metric_specs(metrics)
     order = parse_order(order_by)
-    _check_limit(limit)
+    check_limit(limit)
     columns = metric_columns(b) if specs or any(isinstance(f, tuple) for f, _ in order) else {}
-    stale = b.timestamp(time.time() - tracker.options.stale_after)
-    conditions, sel_params = [], [stale]
-    experiment_id = None
+    chosen = None
     if experiment is not None:
         # By id, looked up first: the planner then knows how many runs the experiment has
         # (PostgreSQL rarely analyzes a table as small as experiments; a join by name left it
         # guessing, and at 20,000 runs it chose an index scan per run: 3x the time).
         _, found = b.fetchall(b.sql("SELECT id FROM experiments WHERE name = ?"), (experiment,))
-        experiment_id = found[0][0] if found else None
-        conditions.append("r.experiment_id = ?")
-        sel_params.append(experiment_id)
-    if where:
-        conditions.append(f"({where})")
-        sel_params.extend(args)
-    sel = (
-        "SELECT r.id, r.uuid, e.name AS experiment, r.name, "
-        "CASE WHEN r.status = 'running' AND COALESCE(r.heartbeat_at, r.started_at, r.created_at) < ? "
-        "THEN 'crashed' ELSE r.status END AS status, "
-        + "".join(f"{b.dialect.epoch_sql('r.' + c)} AS {c}, " for c in _TIME_COLUMNS)
-        + "r.owner, r.tags, r.comment, r.params "
-        "FROM runs r JOIN experiments e ON e.id = r.experiment_id"
-        + (" WHERE " + " AND ".join(conditions) if conditions else "")
+        chosen = (found[0][0] if found else None,)
+    query = build_runs_query(
+        b.dialect,
+        specs=specs,
+        order=order,
+        columns=columns,
+        stale=b.timestamp(time.time() - stale_after),
+        experiment=chosen,
+        where=where,
+        args=args,
+        limit=limit,
     )
-    # the aggregates shown (a0, a1, ...), then those only sorted by (o0, o1, ...)
-    aggregates = [(f"a{i}", key, agg, False) for i, (key, agg) in enumerate(specs)]
-    sort_terms = []
-    for field, descending in order:
-        if isinstance(field, str):
-            alias = field
-        else:
-            key, agg = field
-            column = columns.get(key)
-            family: Family | str | None = "extra" if column is None else column[1]
-            if family == "json" and agg in ("first", "last"):
-                raise ConfigurationError(
-                    f"cannot order runs by {key + ':' + agg!r}: {key!r} holds JSON, which "
-                    "each database orders its own way; order by a numeric or text metric"
-                )
-            # first/last of a key in metrics.extra are JSON: sort by a number of their own
-            shown = family != "extra" or agg not in ("first", "last")
-            alias = f"a{specs.index(field)}" if shown and field in specs else ""
-            if not alias:
-                alias = f"o{len(aggregates) - len(specs)}"
-                aggregates.append((alias, key, agg, True))
-        # NULLs last both ways (PostgreSQL puts them first in DESC; SQLite first in ASC)
-        sort_terms += [f"(q.{alias} IS NULL)", f"q.{alias}" + (" DESC" if descending else "")]
-    grouped, group_params, outer, outer_params, families = [], [], [], [], []
-    for alias, key, agg, sortable in aggregates:
-        expr, params, is_group, family = _aggregate_sql(
-            b, key, agg, columns.get(key), sortable=sortable
-        )
-        families.append(family)
-        if is_group:
-            grouped.append(f"{expr} AS {alias}")
-            group_params.extend(params)
-            # a run without metric rows has no row in g: its count is 0, not NULL
-            outer.append(f"COALESCE(g.{alias}, 0) AS {alias}" if agg == "count" else f"g.{alias}")
-        else:
-            outer.append(f"{expr} AS {alias}")
-            outer_params.extend(params)
-    text = f"WITH sel AS ({sel})"
-    if grouped:
-        # Every run selected: aggregate the whole table, as hand-written SQL would (a join
-        # with sel cost PostgreSQL a sort and merge, SQLite a lookup per row, ~1.7x in all);
-        # some: a semi-join, which the planners turn into index seeks or a hash probe. One
-        # experiment: a semi-join on runs itself, which has statistics (sel, a CTE, has none).
-        if where:
-            among = " WHERE m.run_id IN (SELECT id FROM sel)"
-        elif experiment is not None:
-            among = " WHERE m.run_id IN (SELECT id FROM runs WHERE experiment_id = ?)"
-            group_params.append(experiment_id)
-        else:
-            among = ""
-        text += (
-            f", g AS (SELECT m.run_id, {', '.join(grouped)} FROM metrics m{among}"
-            " GROUP BY m.run_id)"
-        )
-    text += " SELECT * FROM (SELECT sel.*" + "".join(", " + o for o in outer) + " FROM sel"
-    if grouped:
-        text += " LEFT JOIN g ON g.run_id = sel.id"
-    # ties (and runs without a value) in run id order
-    text += " ) q ORDER BY " + ", ".join([*sort_terms, "q.id"])
-    limit_params = []
-    if limit is not None:
-        text += " LIMIT ?"
-        limit_params.append(limit)
-    names, rows = b.fetchall(
-        b.sql(text), [*sel_params, *group_params, *outer_params, *limit_params]
-    )
+    names, rows = b.fetchall(b.sql(query.sql), query.params)
     records = []
-    base = len(names) - len(aggregates)
+    base = names.index("params") + 1
     for row in rows:
         record = dict(zip(names[:base], row[:base], strict=False))
         record["uuid"] = str(record["uuid"])
@@ -330,41 +105,25 @@ def runs(
         run_params: dict[str, Any] = _json.decode(record.pop("params")) or {}
         for key, value in run_params.items():
             _flatten(f"params.{key}", value, record)
-        for (key, agg), family, value in zip(specs, families, row[base:], strict=False):  # shown
-            record[f"{key}:{agg}"] = _decode(value, family, b.dialect)
+        shown = zip(specs, query.families, row[base:], strict=False)
+        for (key, agg), family, value in shown:
+            record[f"{key}:{agg}"] = b.dialect.decode(value, family)
         records.append(record)
     fixed = names[:base]
     fixed.remove("params")
     param_columns = sorted({k for r in records for k in r if k.startswith("params.")})
     labels = fixed + param_columns + [f"{k}:{a}" for k, a in specs]
     df: pd.DataFrame = pd.DataFrame.from_records(records, columns=labels)
-    for label in _TIME_COLUMNS:  # from the integers the query returned
+    for label in TIME_COLUMNS:  # from the integers the query returned
         position = names.index(label)
         df[label] = _datetimes(tuple(row[position] for row in rows), b.dialect)
     return df
 
 
-def _run_ids(run_ids: int | Run | Iterable[int | Run]) -> list[int]:
-    from .runs import Run
-
-    items: Iterable[Any] = [run_ids] if isinstance(run_ids, (int, Run)) else run_ids
-    ids = []
-    for item in items:
-        ident = item.id if isinstance(item, Run) else item
-        if isinstance(ident, bool) or not isinstance(ident, int):
-            raise ConfigurationError(
-                f"run id {item!r} is a {type(item).__name__}; expected an int or a Run"
-            )
-        ids.append(ident)
-    return ids
-
-
 _DTYPES = {"int": "Int64", "float": "float64", "bool": "boolean"}
 
 
-def metrics(
-    tracker: Tracker, run_ids: int | Run | Iterable[int | Run], keys: Iterable[str] | None = None
-) -> pd.DataFrame:
+def metrics(b: Backend, ids: list[int], keys: Iterable[str] | None = None) -> pd.DataFrame:
     """See `Tracker.metrics`.
 
     A metric whose key is one of the frame's own columns (``run_id``, ``step``, ``logged_at``)
@@ -374,8 +133,6 @@ def metrics(
     import numpy as np
     import pandas as pd
 
-    b = tracker.backend
-    ids = _run_ids(run_ids)
     columns = metric_columns(b)
     wanted = None if keys is None else list(dict.fromkeys(keys))
     if not ids:
@@ -437,7 +194,7 @@ def metrics(
         elif extra is not None:  # a key with a column whose value did not fit it at some steps
             family = columns[key][1]
             merged = [
-                e if v is None else _decode(v, family, b.dialect)
+                e if v is None else b.dialect.decode(v, family)
                 for v, e in zip(values, extra, strict=True)
             ]
             data[label] = pd.Series(merged, dtype=object)
@@ -489,7 +246,7 @@ def _column_array(
         return pd.array(values, dtype="Int64")
     if family == "bool" and {type(v) for v in values} <= {bool, type(None)}:
         return pd.array(values, dtype="boolean")
-    decoded = [_decode(v, family, dialect) for v in values]
+    decoded = [dialect.decode(v, family) for v in values]
     # text and unknown types: a Series infers the dtype (str for text) as before
     return pd.Series(decoded, dtype=_DTYPES.get(family or "")).array
 
@@ -511,12 +268,11 @@ def _labels(keys: list[str]) -> list[str]:
     return labels
 
 
-def lineage(tracker: Tracker, run_id: int) -> pd.DataFrame:
+def lineage(b: Backend, run_id: int) -> pd.DataFrame:
     """See `Tracker.lineage`: one row per link on a path to or from the run."""
     _require_pandas()
     import pandas as pd
 
-    b = tracker.backend
     text = (
         "WITH RECURSIVE up (from_run_id, kind, to_run_id, depth, evidence) AS ("
         " SELECT from_run_id, kind, to_run_id, 1, evidence FROM run_links WHERE from_run_id = ?"
@@ -548,10 +304,9 @@ def lineage(tracker: Tracker, run_id: int) -> pd.DataFrame:
     return df
 
 
-def run_info(tracker: Tracker, run_id: int) -> dict[str, Any]:
+def run_info(b: Backend, run_id: int, *, stale_after: float) -> dict[str, Any]:
     """See `Tracker.run_info`."""
-    b = tracker.backend
-    frame = runs(tracker, where="r.id = ?", args=[run_id])
+    frame = runs(b, where="r.id = ?", args=[run_id], stale_after=stale_after)
     info: dict[str, Any] = {str(k): v for k, v in frame.iloc[0].to_dict().items()}
     _, rows = b.fetchall(b.sql("SELECT env FROM runs WHERE id = ?"), (run_id,))
     info["env"] = _json.decode(rows[0][0])
@@ -566,7 +321,7 @@ def run_info(tracker: Tracker, run_id: int) -> dict[str, Any]:
         {"direction": d, "kind": k, "run_id": o, "evidence": _json.decode(e)}
         for d, k, o, e in links
     ]
-    history = metrics(tracker, [run_id])
+    history = metrics(b, [run_id])
     summary = {}
     for key in history.columns[3:]:
         series = history[key].dropna()
@@ -588,13 +343,14 @@ def run_info(tracker: Tracker, run_id: int) -> dict[str, Any]:
 
 
 def query(
-    tracker: Tracker, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None
+    b: Backend, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None
 ) -> pd.DataFrame:
-    """See `Tracker.query`. Placeholders are the driver's: ``?`` on SQLite, ``%s`` on PostgreSQL."""
+    """See `Tracker.query`: ``?`` or ``:name`` placeholders on every backend (`sqltext`)."""
     _require_pandas()
     import pandas as pd
 
-    names, rows = tracker.backend.fetchall(sql, params)  # type: ignore[arg-type]
+    text, args = to_driver(sql, params, b.dialect.paramstyle)
+    names, rows = b.fetchall(text, args)  # type: ignore[arg-type]
     df: pd.DataFrame = pd.DataFrame.from_records(rows, columns=names)
     if rows:
         for i, values in enumerate(zip(*rows, strict=True)):

@@ -313,7 +313,7 @@ if click is not None:
     def metrics(url: str | None, run: str, keys: tuple[str, ...], fmt: str) -> None:
         """Print one run's metric history, one row per step."""
         tracker = _tracker(url)
-        df = tracker.metrics(tracker._run_id(run), list(keys) or None)
+        df = tracker.metrics(tracker.run_id(run), list(keys) or None)
         if fmt == "table":
             df = df.drop(columns=["logged_at"])
         _emit(df, fmt)

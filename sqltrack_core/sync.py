@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 from . import _json, _spool, provenance
 from ._columns import family_of_sql_type
 from ._store import ColumnRegistry, write_steps
-from .analysis import _decode
 from .errors import DatabaseError, NotFoundError
 
 if TYPE_CHECKING:
@@ -274,10 +273,10 @@ def _copy_metrics(
         for step, logged_at, extra, *values in rows:
             merged: dict[str, Any] = {}
             if extra is not None:
-                merged.update(_decode(extra, "extra", src.dialect) or {})
+                merged.update(src.dialect.decode(extra, "extra") or {})
             for key, family, value in zip(keys, families, values, strict=True):
                 if value is not None:
-                    merged[key] = _decode(value, family, src.dialect)
+                    merged[key] = src.dialect.decode(value, family)
             steps[int(step)] = [src.unix_time(logged_at), merged]
         held = write_steps(dst, registry, dst_id, steps, label=label)
         deadline = time.monotonic() + held_wait

@@ -10,86 +10,28 @@ import time
 import uuid as uuid_module
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import _env, _json, analysis, migrations, runs
+from . import _env, _json, _process, _rows, analysis, migrations
 from ._backends import Backend, open_backend
 from ._backends.base import check_scheme, mask_password, pin_url, resolve_url
-from ._store import DEFAULT_COLUMN_BUDGET, ColumnRegistry
+from ._backends.lazy import LazyBackend
+from ._checks import check_description, check_uuid
+from ._options import Options
+from ._store import ColumnRegistry
 from ._warn import warn
 from .errors import (
     ConfigurationError,
     DatabaseUnavailableError,
-    NotFoundError,
     RunStateError,
     SQLTrackError,
 )
-from .runs import Run, _check_description, active_runs
+from .runs import Run
 
 if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["Options", "Tracker", "connect"]
-
-
-@dataclass
-class Options:
-    """Tuning knobs of a `Tracker`; the defaults suit training loops."""
-
-    #: seconds between background flushes
-    flush_interval: float = 1.0
-    #: queued rows that trigger an early flush
-    max_pending: int = 5000
-    #: metric columns allowed before new keys go to ``metrics.extra`` (PostgreSQL caps tables at 1,600)
-    column_budget: int = DEFAULT_COLUMN_BUDGET
-    #: a running run whose heartbeat is older than this many seconds reads as ``crashed``
-    stale_after: float = 300.0
-    #: seconds `Run.finish` (and the end of the program, for all its runs together) waits for
-    #: the last rows to be written while the database is away; then they stay in the spool.
-    #: Default: ``$SQLTRACK_FINISH_TIMEOUT``, else 60 (for integrations, which take no options)
-    finish_timeout: float = field(
-        default_factory=lambda: _env_seconds("SQLTRACK_FINISH_TIMEOUT", 60.0)
-    )
-    #: seconds a metadata write (tags, params, links) waits before it is left queued
-    metadata_timeout: float = 10.0
-    #: seconds a write may go unanswered before the connection counts as lost (a black hole)
-    write_timeout: float = 10.0
-
-    def check(self) -> None:
-        for name in (
-            "flush_interval",
-            "stale_after",
-            "finish_timeout",
-            "metadata_timeout",
-            "write_timeout",
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-                raise ConfigurationError(
-                    f"option {name}={value!r} must be a positive number of seconds"
-                )
-        for name in ("max_pending", "column_budget"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigurationError(f"option {name}={value!r} must be a positive int")
-        if self.column_budget > 1500:
-            raise ConfigurationError(
-                f"option column_budget={self.column_budget!r} is too large; PostgreSQL allows "
-                "1,600 columns per table, so use at most 1500"
-            )
-
-
-def _env_seconds(name: str, default: float) -> float:
-    text = os.environ.get(name)
-    if text is None or not text.strip():
-        return default
-    try:
-        return float(text)
-    except ValueError:
-        raise ConfigurationError(
-            f"${name}={text!r} is not a number of seconds; expected e.g. {name}=30"
-        ) from None
 
 
 _trackers: weakref.WeakSet[Tracker] = weakref.WeakSet()
@@ -142,7 +84,7 @@ class Tracker:
                 f"sqltrack: cannot reach {mask_password(self.url)} ({exc}); runs start anyway, "
                 "their data goes to the local spool and is sent when the database answers"
             )
-            self._backend = _LazyBackend(self._open_url, failure=exc)
+            self._backend = LazyBackend(self._open_url, failure=exc)
         _trackers.add(self)
 
     def __repr__(self) -> str:
@@ -186,7 +128,7 @@ class Tracker:
             with contextlib.suppress(SQLTrackError):
                 backend.close()
             raise
-        if isinstance(self._backend, _LazyBackend):
+        if isinstance(self._backend, LazyBackend):
             self._backend.reachable()
         return backend
 
@@ -229,13 +171,13 @@ class Tracker:
         the run before it exists, such as a logger whose checkpoint paths carry it.
         `started_at` (epoch seconds, default now) backdates the start, for runs recorded late.
         """
-        checked_tags = _check_description(experiment, name, comment, tags)
+        checked_tags = check_description(experiment, name, comment, tags)
         if params is not None and not isinstance(params, Mapping):
             raise ConfigurationError(
                 f"params {params!r:.80} is a {type(params).__name__}; expected a dict"
             )
         plain_params = _json.jsonable(dict(params or {}))
-        run_uuid = uuid_module.uuid4() if uuid is None else _check_uuid(uuid)
+        run_uuid = uuid_module.uuid4() if uuid is None else check_uuid(uuid)
         if started_at is not None and (
             not isinstance(started_at, (int, float))
             or isinstance(started_at, bool)
@@ -259,7 +201,7 @@ class Tracker:
         run_id: int | None
         try:
             with self._lock:
-                run_id = self._insert_run(self.backend, new=True, **fields)
+                run_id = _rows.insert_run(self.backend, new=True, **fields)
         except DatabaseUnavailableError as exc:
             # The run starts anyway: its writer creates it when the database answers, and
             # keeps everything in the spool meanwhile.
@@ -280,77 +222,6 @@ class Tracker:
             env=env,
             started_at=started,
         )
-
-    def _insert_run(
-        self,
-        b: Backend,
-        *,
-        uuid: uuid_module.UUID,
-        experiment: str,
-        name: str | None,
-        params: Mapping[str, Any],
-        env: Mapping[str, Any],
-        tags: list[str],
-        comment: str | None,
-        started_at: float,
-        status: str = "running",
-        ended_at: float | None = None,
-        new: bool = False,
-        reopen: bool = False,
-    ) -> int:
-        """Create a run in `b` (this database, or a spool); return its id there.
-
-        A run with this UUID already there is kept as it is (and its id returned; with `reopen`
-        it is made running again), unless `new` asks for a new run: then that is an error.
-        """
-        now = b.timestamp(time.time())
-        owner, owner_params = b.dialect.owner_sql(env.get("user"))
-        with b.transaction():
-            _, taken = b.fetchall(b.sql("SELECT id FROM runs WHERE uuid = ?"), (str(uuid),))
-            if taken:
-                if reopen and status == "running":
-                    b.execute(
-                        b.sql(
-                            "UPDATE runs SET status = 'running', ended_at = NULL, "
-                            "heartbeat_at = ? WHERE id = ?"
-                        ),
-                        (now, taken[0][0]),
-                    )
-                if not new:
-                    return int(taken[0][0])
-                raise ConfigurationError(
-                    f"run {taken[0][0]} already has uuid {uuid}; continue it with "
-                    "tracker.continue_run() or leave uuid out for a new run"
-                )
-            b.execute(
-                b.sql("INSERT INTO experiments (name) VALUES (?) ON CONFLICT (name) DO NOTHING"),
-                (experiment,),
-            )
-            _, rows = b.fetchall(b.sql("SELECT id FROM experiments WHERE name = ?"), (experiment,))
-            experiment_id = rows[0][0]
-            b.execute(
-                b.sql(
-                    "INSERT INTO runs (uuid, experiment_id, name, status, started_at, ended_at, "
-                    "heartbeat_at, params, env, tags, comment, owner) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, " + owner + ")"
-                ),
-                (
-                    str(uuid),
-                    experiment_id,
-                    name,
-                    status,
-                    b.timestamp(started_at),
-                    None if ended_at is None else b.timestamp(ended_at),
-                    now,
-                    b.json_param(_json.dumps(params)),
-                    b.json_param(_json.dumps(env)),
-                    b.json_param(_json.dumps(tags)),
-                    comment,
-                    *owner_params,
-                ),
-            )
-            _, rows = b.fetchall(b.sql("SELECT id FROM runs WHERE uuid = ?"), (str(uuid),))
-        return int(rows[0][0])
 
     def continue_run(
         self, run: Run | int | str | uuid_module.UUID, *, experiment: str | None = None
@@ -376,11 +247,11 @@ class Tracker:
             by_id = isinstance(run, int) or (isinstance(run, str) and run.strip().isdigit())
             if experiment is None or by_id:
                 raise  # an integer id needs the database to name the run
-            _check_description(experiment, None, None, None)
+            check_description(experiment, None, None, None)
             return Run(
                 self,
                 id=None,
-                uuid=uuid_module.UUID(self._run_uuid(run)),  # a Run or a UUID: no database
+                uuid=uuid_module.UUID(self.run_uuid(run)),  # a Run or a UUID: no database
                 experiment=experiment,
                 name=None,
                 params={},
@@ -391,26 +262,10 @@ class Tracker:
             )
 
     def _continue_run(self, run: Run | int | str | uuid_module.UUID) -> Run:
-        run_id = self._run_id(run)
-        b = self.backend
-        now = b.timestamp(time.time())
-        with self._lock, b.transaction():
-            _, rows = b.fetchall(
-                b.sql(
-                    "SELECT r.uuid, e.name, r.name, r.params, r.tags, r.comment, "
-                    "(SELECT MAX(step) FROM metrics WHERE run_id = r.id) FROM runs r "
-                    "JOIN experiments e ON e.id = r.experiment_id WHERE r.id = ?"
-                ),
-                (run_id,),
-            )
-            b.execute(
-                b.sql(
-                    "UPDATE runs SET status = 'running', ended_at = NULL, heartbeat_at = ? "
-                    "WHERE id = ?"
-                ),
-                (now, run_id),
-            )
-        run_uuid, experiment, name, params, tags, comment, last_step = rows[0]
+        run_id = self.run_id(run)
+        with self._lock:
+            row = _rows.reopen_run(self.backend, run_id)
+        run_uuid, experiment, name, params, tags, comment, last_step = row
         reopened = Run(
             self,
             id=run_id,
@@ -434,9 +289,13 @@ class Tracker:
             NotFoundError: no such run.
             RunStateError: the run is still running in this process.
         """
-        run_id = self._run_id(run)
-        for live in active_runs():
-            if live.id == run_id and live.tracker._open_url == self._open_url:
+        run_id = self.run_id(run)
+        for live in _process.active_runs():
+            if (
+                isinstance(live, Run)
+                and live.id == run_id
+                and live.tracker._open_url == self._open_url
+            ):
                 raise RunStateError(
                     f"run {run_id} is still running in this process; finish() it before deleting it"
                 )
@@ -444,55 +303,21 @@ class Tracker:
         with self._lock, b.transaction():
             b.execute(b.sql("DELETE FROM runs WHERE id = ?"), (run_id,))
 
-    def _run_id(self, ref: Run | int | str | uuid_module.UUID) -> int:
-        """Resolve a run given as a `Run`, an integer id, or a UUID (object or text)."""
-        if isinstance(ref, Run):
-            if ref.id is None:
-                raise DatabaseUnavailableError(
-                    f"run {ref.uuid} has not reached its database yet; it has no id so far"
-                )
-            return ref.id
-        b = self.backend
-        if isinstance(ref, int) and not isinstance(ref, bool):
-            _, rows = b.fetchall(b.sql("SELECT id FROM runs WHERE id = ?"), (ref,))
-        elif isinstance(ref, (str, uuid_module.UUID)):
-            text = str(ref).strip()
-            if text.isdigit():
-                return self._run_id(int(text))
-            try:
-                parsed = uuid_module.UUID(text)
-            except ValueError:
-                raise ConfigurationError(
-                    f"run {ref!r} is neither an integer id nor a UUID"
-                ) from None
-            _, rows = b.fetchall(b.sql("SELECT id FROM runs WHERE uuid = ?"), (str(parsed),))
-        else:
-            raise ConfigurationError(
-                f"run {ref!r} is a {type(ref).__name__}; expected a Run, an int id or a UUID"
-            )
-        if not rows:
-            raise NotFoundError(f"no run {ref!r} in {mask_password(self.url)}")
-        return int(rows[0][0])
+    def run_id(self, ref: Run | int | str | uuid_module.UUID) -> int:
+        """The integer id of a run given as a `Run`, an integer id, or a UUID (object or text).
 
-    def _run_uuid(self, ref: Run | int | str | uuid_module.UUID) -> str:
-        """The UUID of a run given as a `Run`, a UUID or an integer id (only this needs the
+        Raises:
+            NotFoundError: no such run.
+            DatabaseUnavailableError: a `Run` that has not reached its database yet.
+        """
+        with self._lock:
+            return _rows.run_id(lambda: self.backend, ref, self.url)
+
+    def run_uuid(self, ref: Run | int | str | uuid_module.UUID) -> str:
+        """The UUID of a run given as a `Run`, a UUID or an integer id (only an id needs the
         database)."""
-        if isinstance(ref, Run):
-            return str(ref.uuid)
-        if isinstance(ref, uuid_module.UUID):
-            return str(ref)
-        if isinstance(ref, str) and not ref.strip().isdigit():
-            try:
-                return str(uuid_module.UUID(ref.strip()))
-            except ValueError:
-                raise ConfigurationError(
-                    f"run {ref!r} is neither an integer id nor a UUID"
-                ) from None
-        run_id = self._run_id(ref)
-        _, rows = self.backend.fetchall(
-            self.backend.sql("SELECT uuid FROM runs WHERE id = ?"), (run_id,)
-        )
-        return str(rows[0][0])
+        with self._lock:
+            return _rows.run_uuid(lambda: self.backend, ref, self.url)
 
     # -- readers ------------------------------------------------------------------------------
 
@@ -532,8 +357,9 @@ class Tracker:
         """
         with self._lock:
             return analysis.runs(
-                self,
+                self.backend,
                 experiment,
+                stale_after=self.options.stale_after,
                 metrics=metrics,
                 where=where,
                 args=args,
@@ -546,24 +372,36 @@ class Tracker:
     ) -> pd.DataFrame:
         """One row per run and step, one column per metric named by its original key."""
         with self._lock:
-            return analysis.metrics(self, run_ids, keys)
+            return analysis.metrics(self.backend, _rows.run_ids(run_ids), keys)
 
     def lineage(self, run: Run | int | str | uuid_module.UUID) -> pd.DataFrame:
         """The ancestors and descendants of a run through ``run_links``, with link kinds."""
         with self._lock:
-            return analysis.lineage(self, self._run_id(run))
+            return analysis.lineage(self.backend, self.run_id(run))
 
     def run_info(self, run: Run | int | str | uuid_module.UUID) -> dict[str, Any]:
         """Everything stored about one run: its row, links and per-metric summary."""
         with self._lock:
-            return analysis.run_info(self, self._run_id(run))
+            return analysis.run_info(
+                self.backend, self.run_id(run), stale_after=self.options.stale_after
+            )
 
     def query(
         self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None
     ) -> pd.DataFrame:
-        """Run any SQL and return the result as a DataFrame."""
+        """Run any SQL and return the result as a DataFrame.
+
+        Placeholders are the same on every backend: ``?`` with a sequence of params, or
+        ``:name`` with a mapping (``tracker.query("SELECT * FROM runs WHERE id = ?", [3])``).
+        Text in literals, quoted identifiers and comments is never a placeholder. On
+        PostgreSQL, a query without params has none (``data ? 'key'`` runs as written); with
+        params, write jsonb's ``?`` operator as ``??`` (``?|`` and ``?&`` as they are).
+
+        Raises:
+            ConfigurationError: params that do not match the placeholders, naming the misfit.
+        """
         with self._lock:
-            return analysis.query(self, sql, params)
+            return analysis.query(self.backend, sql, params)
 
     def close(self) -> None:
         """Close the reader and idle writer connections (running runs keep theirs).
@@ -576,7 +414,7 @@ class Tracker:
                 with contextlib.suppress(SQLTrackError):
                     backend.close()
             self._pool.clear()
-            self._backend = _LazyBackend(self._open_url)
+            self._backend = LazyBackend(self._open_url)
 
     def __enter__(self) -> Tracker:
         return self
@@ -591,61 +429,19 @@ class Tracker:
         for backend in [self._backend, *self._pool]:
             backend.abandon()
         self._pool.clear()
-        self._backend = _LazyBackend(self._open_url)
+        self._backend = LazyBackend(self._open_url)
 
 
-class _LazyBackend:
-    """Stands in for a connection not opened yet: after a fork, after `close()`, or while the
-    database is away. A failed attempt is not repeated for `_RETRY_S` seconds (a black-holed
-    connect blocks for its timeout, and `start_run` must not block training each time), unless
-    a writer of the tracker reached the database meanwhile (`reachable`)."""
-
-    _RETRY_S = 30.0
-
-    def __init__(self, url: str, *, failure: DatabaseUnavailableError | None = None) -> None:
-        self._url = url
-        self._real: Backend | None = None
-        self._failure = failure
-        self._retry_at = time.monotonic() + self._RETRY_S if failure is not None else 0.0
-
-    def __getattr__(self, name: str) -> Any:
-        if self._real is None:
-            if self._failure is not None and time.monotonic() < self._retry_at:
-                raise self._failure
-            try:
-                self._real = open_backend(self._url)
-            except DatabaseUnavailableError as exc:
-                self._failure, self._retry_at = exc, time.monotonic() + self._RETRY_S
-                raise
-        return getattr(self._real, name)
-
-    def reachable(self) -> None:
-        """The database answered another connection: try again at the next use."""
-        self._failure = None
-
-    def close(self) -> None:
-        if self._real is not None:
-            self._real.close()
-            self._real = None
-
-    def abandon(self) -> None:
-        """In a forked child: forget a connection the parent opened, never opening one."""
-        if self._real is not None:
-            self._real.abandon()
-            self._real = None
-
-
-def _after_fork_in_child() -> None:
-    """The one fork hook: runs, their writers and spools first, then the trackers."""
-    runs._after_fork_in_child()
+def _forget_after_fork() -> None:
+    """In a forked child, after its runs forgot their parent's threads (`_process`): the
+    trackers' locks and connections, and the default trackers."""
     for tracker in list(_trackers):
         tracker._after_fork()
     global _default
     _default = {}
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+_process.at_fork_in_child(_forget_after_fork)
 
 
 def connect(
@@ -692,14 +488,3 @@ def start_run(
     return default_tracker().start_run(
         experiment, name=name, params=params, tags=tags, comment=comment
     )
-
-
-def _check_uuid(value: uuid_module.UUID | str) -> uuid_module.UUID:
-    if isinstance(value, uuid_module.UUID):
-        return value
-    if isinstance(value, str):
-        try:
-            return uuid_module.UUID(value)
-        except ValueError:
-            pass
-    raise ConfigurationError(f"uuid {value!r} is not a UUID such as '{uuid_module.uuid4()}'")

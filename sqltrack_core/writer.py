@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import sync
+from ._probe import Prober
+from ._queue import Marker, Operation, WriterThread
 from ._spool import claim, delete_runs, open_spool, remove_files, spool_dir
 from ._store import DEFAULT_COLUMN_BUDGET, ColumnRegistry, write_steps
 from ._warn import logger, warn, warn_once
@@ -48,46 +50,6 @@ _SPILL_WAIT_S = 5.0
 #: How many of the latest steps the writer remembers the values of, to tell a value that
 #: overwrites a different one at the same step.
 _RECENT_STEPS = 16
-
-
-class _WriterThread(threading.Thread):
-    """The writer's daemon thread. `stop` ends it, after writing what waits; the run stays
-    open and the next ``log()`` starts a new thread. Test harnesses that stop the daemon threads
-    a test left behind (Lightning's own) look for that method."""
-
-    def __init__(self, writer: MetricWriter) -> None:
-        super().__init__(target=writer._loop, name=f"sqltrack-writer-{writer.label}", daemon=True)
-        self.writer = writer
-
-    def stop(self) -> None:
-        self.writer.close(self.writer.write_timeout)
-
-
-class Operation:
-    """A metadata write (status, tags, params, links, checkpoints) run by the writer in order.
-
-    ``fn(backend, run_id)`` runs against whichever database holds the run at that moment:
-    the tracking database, or the spool while it is away (with the run's id there).
-    """
-
-    __slots__ = ("done", "error", "fn")
-
-    def __init__(self, fn: Callable[[Backend, int], None]) -> None:
-        self.fn = fn
-        self.done = threading.Event()
-        self.error: BaseException | None = None
-
-
-class _Marker:
-    """A flush request: released once everything queued before it is written, or (unless
-    `strict`) safe in the spool while the database is away (then `spooled`)."""
-
-    __slots__ = ("done", "spooled", "strict")
-
-    def __init__(self, strict: bool) -> None:
-        self.done = threading.Event()
-        self.spooled = False
-        self.strict = strict
 
 
 class MetricWriter:
@@ -136,7 +98,7 @@ class MetricWriter:
         self._backend: Backend | None = None
         self._pending: dict[int, list[Any]] = {}  # step -> [logged_at, {key: value}]
         self._ops: list[Operation] = []
-        self._markers: list[_Marker] = []
+        self._markers: list[Marker] = []
         self._thread: threading.Thread | None = None
         self._start_lock = threading.RLock()  # an RLock: SIGTERM's handler may re-enter it
         self._stopping = False
@@ -151,12 +113,7 @@ class MetricWriter:
         self._spool_id: int | None = None  # the run's id in the spool, once it has one there
         self._spooled_steps = 0  # steps in the spool now (replayed and removed when back)
         self._spool_path: Path | None = None  # where a run that ended left what it could not send
-        self._probe: threading.Thread | None = None
-        self._probe_lock = threading.Lock()
-        self._probed_backend: Backend | None = None
-        self._probe_failures = 0
-        self._next_probe = 0.0
-        self._ended = False  # the thread stopped (a probe that connects after it closes)
+        self._prober = Prober(self._open_backend, self.wake.set, self.label)
 
     # -- caller side -------------------------------------------------------------------------
 
@@ -176,8 +133,11 @@ class MetricWriter:
         """Start the thread (lazily, so a process that forks before logging carries none)."""
         with self._start_lock:
             if self._thread is None or not self._thread.is_alive():
-                self._stopping = self._final = self._ended = False
-                self._thread = _WriterThread(self)
+                self._stopping = self._final = False
+                self._prober.restart()
+                self._thread = WriterThread(
+                    self._loop, lambda: self.close(self.write_timeout), self.label
+                )
                 self._thread.start()
 
     def submit(self, operation: Operation) -> None:
@@ -191,7 +151,7 @@ class MetricWriter:
         While the database is away this returns False as soon as everything is in the spool
         (training never waits for an outage), unless `strict` asks for the database itself.
         """
-        marker = _Marker(strict)
+        marker = Marker(strict)
         self.queue.append(marker)
         self.ensure_started()
         self.wake.set()
@@ -200,7 +160,7 @@ class MetricWriter:
     def close(self, timeout: float | None = None) -> bool:
         """Flush for at most `timeout` seconds, then stop the thread; False if the database
         did not take everything in time (what is left is then in the spool: `spool_path`)."""
-        self._next_probe = 0.0  # one more try at once if the database is away
+        self._prober.due_now()  # one more try at once if the database is away
         flushed = (
             self.flush(timeout, strict=True) if self._thread is not None or self.queue else True
         )
@@ -277,12 +237,7 @@ class MetricWriter:
             self._spool_path = self._spool().path
             self._spool().detach(self.run_uuid)
             self._spool_id = None  # a later spill (a write after the end) starts anew
-        with self._probe_lock:
-            self._ended = True
-            probed, self._probed_backend = self._probed_backend, None
-        if probed is not None:
-            with contextlib.suppress(SQLTrackError):
-                probed.close()
+        self._prober.end()
         if self._offline_since is not None and self._backend is not None:
             with contextlib.suppress(SQLTrackError):
                 self._backend.close()
@@ -306,7 +261,7 @@ class MetricWriter:
                         if value is None and row[1].get(key) is not None:
                             merged[key] = row[1][key]
                     row[1] = merged
-            elif type(item) is _Marker:
+            elif type(item) is Marker:
                 self._markers.append(item)
             else:
                 self._ops.append(item)
@@ -338,7 +293,7 @@ class MetricWriter:
     def _cycle(self) -> None:
         self._drain()
         if self._offline_since is not None:
-            backend = self._take_probed()
+            backend = self._prober.take()
             if backend is None:
                 self._spill()
                 return
@@ -431,8 +386,7 @@ class MetricWriter:
     def _go_offline(self, exc: BaseException) -> None:
         self._offline_since = time.monotonic()
         self._outage_steps = 0
-        self._probe_failures = 0
-        self._next_probe = time.monotonic() + 0.5
+        self._prober.start_over()
         backend, self._backend = self._backend, None
         if backend is not None:
             with contextlib.suppress(Exception):
@@ -454,46 +408,6 @@ class MetricWriter:
             f"{self._outage_steps} steps it had spooled meanwhile"
         )
         self._outage_steps = 0
-
-    def _take_probed(self) -> Backend | None:
-        """A connection the probe made, if it got one; else start a probe when one is due."""
-        with self._probe_lock:
-            backend, self._probed_backend = self._probed_backend, None
-            if backend is not None:
-                return backend
-            busy = self._probe is not None and self._probe.is_alive()
-            if not busy and time.monotonic() >= self._next_probe:
-                self._probe = threading.Thread(
-                    target=self._probe_once, name=f"sqltrack-probe-{self.label}", daemon=True
-                )
-                self._probe.start()
-        return None
-
-    def _probe_once(self) -> None:
-        """Try one connection, off the writer thread (a black-holed connect blocks for its
-        timeout, and the writer must go on spooling meanwhile)."""
-        backend: Backend | None = None
-        try:
-            backend = self._open_backend()
-            backend.fetchall("SELECT 1")
-        except Exception as exc:
-            if backend is not None:
-                with contextlib.suppress(Exception):
-                    backend.close()
-            self._probe_failures += 1
-            delay = min(_MAX_BACKOFF_S, 0.5 * 2 ** min(self._probe_failures, 8))
-            self._next_probe = time.monotonic() + delay
-            logger.debug(
-                "sqltrack: the database still does not answer (%s); next try in %g s", exc, delay
-            )
-            return
-        with self._probe_lock:
-            if self._ended:  # the writer stopped while this probe was connecting
-                with contextlib.suppress(SQLTrackError):
-                    backend.close()
-                return
-            self._probed_backend = backend
-        self.wake.set()
 
     def _spill(self) -> None:
         """Move everything waiting in memory into the spool (one fsync'd transaction a batch)."""

@@ -6,8 +6,6 @@ from typing import Any
 
 import sqltrack_core as sqltrack
 
-PLACEHOLDER = {"sqlite": "?", "postgresql": "%s"}
-
 #: family -> (SQLite declared type, PostgreSQL information_schema data_type)
 TABLE_TYPES = {
     "bool": ("BOOLEAN", "boolean"),
@@ -46,8 +44,7 @@ def table_columns(tracker: sqltrack.Tracker) -> dict[str, str]:
 
 def stored(tracker: sqltrack.Tracker, column: str, run_id: int) -> Any:
     """The raw value of `column` in the runs row of `run_id`."""
-    ph = PLACEHOLDER[tracker.dialect]
-    df = tracker.query(f"SELECT {column} FROM runs WHERE id = {ph}", [run_id])
+    df = tracker.query(f"SELECT {column} FROM runs WHERE id = ?", [run_id])
     assert len(df) == 1
     return df.iloc[0, 0]
 

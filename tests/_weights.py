@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _schema import PLACEHOLDER
 from torch import nn
 
 import sqltrack_core as sqltrack
@@ -52,10 +51,9 @@ def links_of(
     tracker: sqltrack.Tracker, run: sqltrack.Run | int
 ) -> dict[tuple[str, int], dict[str, Any]]:
     """The run_links rows from `run` (a Run or its id): (kind, to_run_id) -> evidence."""
-    ph = PLACEHOLDER[tracker.dialect]
     run_id = run.id if isinstance(run, sqltrack.Run) else run
     df = tracker.query(
-        f"SELECT kind, to_run_id, evidence FROM run_links WHERE from_run_id = {ph}", [run_id]
+        "SELECT kind, to_run_id, evidence FROM run_links WHERE from_run_id = ?", [run_id]
     )
     return {
         (kind, int(to)): ev if isinstance(ev, dict) else json.loads(ev)

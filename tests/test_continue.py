@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from _schema import PLACEHOLDER, read_status, stored
+from _schema import read_status, stored
 
 import sqltrack_core as sqltrack
 from sqltrack_core import (
@@ -40,8 +40,8 @@ def stored_json(tracker: sqltrack.Tracker, column: str, run_id: int) -> Any:
 
 
 def count(tracker: sqltrack.Tracker, sql: str, args: list[Any] | None = None) -> int:
-    """The number of rows `sql` returns; "?" marks become the dialect's placeholder."""
-    df = tracker.query(sql.replace("?", PLACEHOLDER[tracker.dialect]), args or None)
+    """The number of rows `sql` returns."""
+    df = tracker.query(sql, args or None)
     return len(df)
 
 
@@ -223,10 +223,11 @@ def test_continue_a_crashed_run_from_another_tracker(
         run.log({"loss": float(step)}, step=step)
     run.finish()
     # What a killed process leaves: status running, no ended_at, a heartbeat long past.
-    ph = PLACEHOLDER[tracker.dialect]
     with tracker.backend.transaction():
         tracker.backend.execute(
-            f"UPDATE runs SET status = 'running', ended_at = NULL, heartbeat_at = {ph} WHERE id = {ph}",
+            tracker.backend.sql(
+                "UPDATE runs SET status = 'running', ended_at = NULL, heartbeat_at = ? WHERE id = ?"
+            ),
             (tracker.backend.timestamp(time.time() - 3600), run.id),
         )
     assert read_status(tracker, run.id) == "crashed"
@@ -489,7 +490,7 @@ def test_link_from_weights_without_inference_records_only(
     ckpts = tracker.query(
         "SELECT c.kind, c.path, c.step, f.name, f.produced FROM checkpoints c "
         "JOIN tensor_fingerprints f ON f.checkpoint_id = c.id "
-        f"WHERE c.run_id = {PLACEHOLDER[tracker.dialect]} ORDER BY f.name",
+        "WHERE c.run_id = ? ORDER BY f.name",
         [run.id],
     )
     assert set(ckpts["kind"]) == {"initial"}
@@ -517,7 +518,7 @@ def test_continue_and_resume_from_own_checkpoint_links_nothing(
     again.finish()
     assert links_of(tracker, run.id) == {}
     kinds = tracker.query(
-        f"SELECT kind FROM checkpoints WHERE run_id = {PLACEHOLDER[tracker.dialect]} ORDER BY id",
+        "SELECT kind FROM checkpoints WHERE run_id = ? ORDER BY id",
         [run.id],
     )
     assert list(kinds["kind"]) == ["initial", "checkpoint", "initial", "checkpoint"]

@@ -45,7 +45,7 @@ def columns(tracker: sqltrack.Tracker, table: str) -> set[str]:
     else:
         df = tracker.query(
             "SELECT column_name FROM information_schema.columns "
-            "WHERE table_schema = current_schema() AND table_name = %s",
+            "WHERE table_schema = current_schema() AND table_name = ?",
             [table],
         )
     return set(df.iloc[:, 0])

@@ -23,7 +23,6 @@ from sqltrack_core.provenance import (
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
-from _schema import PLACEHOLDER  # noqa: E402
 from _weights import head, links_of, mlp, pretrain, state, train  # noqa: E402
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -191,9 +190,8 @@ def test_register_checkpoint_writes_the_registry(tracker: sqltrack.Tracker, tmp_
     """Verify that a registered checkpoint and its fingerprints are stored, produced when changed."""
     model, run_id, token = pretrain(tracker, tmp_path)
     assert set(token) == {"run_uuid", "checkpoint_uuid", "step"} and token["step"] == 3
-    ph = PLACEHOLDER[tracker.dialect]
     ckpts = tracker.query(
-        f"SELECT uuid, kind, step, path, token FROM checkpoints WHERE run_id = {ph} ORDER BY id",
+        "SELECT uuid, kind, step, path, token FROM checkpoints WHERE run_id = ? ORDER BY id",
         [run_id],
     )
     assert list(ckpts["kind"]) == ["initial", "checkpoint"]
@@ -205,7 +203,7 @@ def test_register_checkpoint_writes_the_registry(tracker: sqltrack.Tracker, tmp_
     fps = tracker.query(
         "SELECT f.name, f.hash, f.dtype, f.shape, f.numel, f.produced, c.kind "
         "FROM tensor_fingerprints f JOIN checkpoints c ON c.id = f.checkpoint_id "
-        f"WHERE c.run_id = {ph} ORDER BY c.id, f.name",
+        "WHERE c.run_id = ? ORDER BY c.id, f.name",
         [run_id],
     )
     expected = {fp.name: fp for fp in fingerprint_state_dict(model.state_dict())}
@@ -408,8 +406,7 @@ def test_register_checkpoint_errors(tracker: sqltrack.Tracker) -> None:
 def test_deleting_a_run_deletes_its_checkpoints(tracker: sqltrack.Tracker, tmp_path: Path) -> None:
     """Verify that checkpoints and fingerprints cascade with their run."""
     _, base_id, _ = pretrain(tracker, tmp_path)
-    ph = PLACEHOLDER[tracker.dialect]
     with tracker.backend.transaction():
-        tracker.backend.execute(f"DELETE FROM runs WHERE id = {ph}", (base_id,))
+        tracker.backend.execute(tracker.backend.sql("DELETE FROM runs WHERE id = ?"), (base_id,))
     assert len(tracker.query("SELECT * FROM checkpoints")) == 0
     assert len(tracker.query("SELECT * FROM tensor_fingerprints")) == 0

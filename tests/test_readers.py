@@ -12,7 +12,6 @@ import pytest
 import sqltrack_core as sqltrack
 from sqltrack_core import ConfigurationError, NotFoundError
 
-PLACEHOLDER = {"sqlite": "?", "postgresql": "%s"}
 AGGS = ["last", "first", "min", "max", "mean", "count"]
 NAN = math.nan
 
@@ -781,15 +780,14 @@ def test_query_with_driver_placeholders(
     tracker: sqltrack.Tracker, populated: list[sqltrack.Run]
 ) -> None:
     """Verify that query() runs SQL with the driver's placeholders and returns a DataFrame."""
-    ph = PLACEHOLDER[tracker.dialect]
     df = tracker.query(
-        f"SELECT r.id, r.name FROM runs r JOIN experiments e ON e.id = r.experiment_id "
-        f"WHERE e.name = {ph} AND r.name <> {ph} ORDER BY r.id",
+        "SELECT r.id, r.name FROM runs r JOIN experiments e ON e.id = r.experiment_id "
+        "WHERE e.name = ? AND r.name <> ? ORDER BY r.id",
         ["agg", "r1"],
     )
     assert list(df.columns) == ["id", "name"]
     assert df["name"].tolist() == ["r0", "r2"]
     assert df["id"].tolist() == [populated[0].id, populated[2].id]
-    empty = tracker.query(f"SELECT id FROM runs WHERE name = {ph}", ["nobody"])
+    empty = tracker.query("SELECT id FROM runs WHERE name = ?", ["nobody"])
     assert empty.empty
     assert list(empty.columns) == ["id"]

@@ -28,7 +28,7 @@ def table_exists(tracker: sqltrack.Tracker, name: str) -> bool:
     else:
         df = tracker.query(
             "SELECT table_name FROM information_schema.tables "
-            "WHERE table_schema = current_schema() AND table_name = %s",
+            "WHERE table_schema = current_schema() AND table_name = ?",
             [name],
         )
     return len(df) == 1

@@ -23,10 +23,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqltrack_core import Run, RunStatus, Tracker, connect, provenance
-from sqltrack_core._backends.base import check_scheme, pin_url, resolve_url
-from sqltrack_core._warn import warn_once
 from sqltrack_core.errors import ConfigurationError, MetricTypeError, NotFoundError, SQLTrackError
-from sqltrack_core.runs import _check_description
+from sqltrack_core.integration import check_description, database_url, warn_once
 
 __all__ = ["RESUME_MODES", "RunSession", "TracksARun", "check_positive"]
 
@@ -63,7 +61,7 @@ class RunSession:
     ) -> None:
         if experiment is None:
             experiment = os.environ.get("SQLTRACK_EXPERIMENT") or default_experiment
-        self.tags = _check_description(experiment, name, comment, tags)
+        self.tags = check_description(experiment, name, comment, tags)
         if resume not in RESUME_MODES:
             raise ConfigurationError(
                 f"resume={resume!r} is not one of {', '.join(map(repr, RESUME_MODES))}"
@@ -75,8 +73,7 @@ class RunSession:
                 f"run {run!r} is a {type(run).__name__}; expected a run id or UUID"
             )
         check_positive("sample_above", sample_above)
-        self.url = pin_url(resolve_url(url))
-        check_scheme(self.url)  # a bad URL fails here, not mid-training
+        self.url = database_url(url)  # a bad URL fails here, not mid-training
         self.experiment = experiment
         self.name = name
         self.comment = comment
@@ -162,7 +159,7 @@ class RunSession:
         made["step"] = step
         self.do(
             "checkpoint",
-            lambda run: run._submit_checkpoint(made, path, kind, fingerprints),
+            lambda run: run.register_fingerprints(made, path, kind, fingerprints),
             reopen=False,  # weights saved after training do not reopen the run
         )
         return made
@@ -190,7 +187,7 @@ class RunSession:
         def write(run: Run) -> None:
             if token is not None:
                 run.link_from_token(token, kind="resumed_from", path=path)
-            run._link_from_fingerprints(fingerprints, resumed=resumed, infer=token is None)
+            run.link_from_fingerprints(fingerprints, resumed=resumed, infer=token is None)
 
         self.do("provenance", write)
 
@@ -219,8 +216,8 @@ class RunSession:
             placeholder, self.run = self.run, None
             if placeholder is not None:
                 placeholder.finish(RunStatus.CANCELLED)
-                if placeholder._next_step == 0:
-                    placeholder.tracker.delete_run(placeholder)
+                if placeholder.next_step == 0 and self._tracker is not None:
+                    self._tracker.delete_run(placeholder)
             self._continue = token["run_uuid"]
             self.uuid = uuid_module.UUID(token["run_uuid"])
             self.ensure_run(reopen=True)
@@ -285,7 +282,9 @@ class RunSession:
         weakref.finalize(self, _stop_writer, run).atexit = False
 
     def _reopen(self, run: Run) -> Run:
-        self._adopt(run.tracker.continue_run(run.uuid))
+        if self._tracker is None:
+            self._tracker = connect(self.url)
+        self._adopt(self._tracker.continue_run(run.uuid))
         assert self.run is not None
         return self.run
 

@@ -38,14 +38,14 @@ import zipfile
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from sqltrack_core import RunStatus, _json
+from sqltrack_core import RunStatus
+from sqltrack_core.integration import to_loggable, to_params
 from sqltrack_integrations._session import RunSession, TracksARun, check_positive
 
 __all__ = ["SQLTrackKerasCallback", "read_keras_token"]
 
 ARCHIVE_MEMBER = "sqltrack.json"  # the token's name inside a .keras archive
 H5_ATTRIBUTE = "sqltrack"  # the token's attribute on the root group of an .h5 file
-_PLAIN = (bool, int, float, str)
 
 
 class SQLTrackKerasCallback(TracksARun):
@@ -212,8 +212,9 @@ class SQLTrackKerasCallback(TracksARun):
             )
             session.link_initial_weights(_weights(model), resumed=resumed)
 
-    def _saved(self, path: str) -> None:
-        """After the model wrote `path`: register it and put the token in it."""
+    def file_saved(self, path: str) -> None:
+        """Called by the wrapped ``model.save``/``save_weights`` after the model wrote `path`:
+        register it and put the token in it."""
         session = self._session
         with session.guard("checkpoint", strict=False):
             absolute = os.path.abspath(path)
@@ -257,21 +258,12 @@ def _params(model: Any, fit_params: Mapping[str, Any]) -> dict[str, Any]:
             params[key] = get_config()
         except Exception as exc:  # subclassed models without get_config
             params[key] = {"class": type(source).__name__, "config_error": str(exc)}
-    plain: dict[str, Any] = _json.jsonable(params)
+    plain: dict[str, Any] = to_params(params)
     return plain
 
 
 def _loggable(logs: Mapping[str, Any]) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    for key, value in logs.items():
-        if value is None or type(value) in _PLAIN:
-            values[str(key)] = value
-        else:
-            plain = _json.scalar(value)
-            values[str(key)] = (
-                plain if plain is None or isinstance(plain, _PLAIN) else _json.jsonable(plain)
-            )
-    return values
+    return {str(key): to_loggable(value) for key, value in logs.items()}
 
 
 def _wrap_saving(model: Any, callback: SQLTrackKerasCallback) -> None:
@@ -292,7 +284,7 @@ def _wrap_saving(model: Any, callback: SQLTrackKerasCallback) -> None:
         ) -> Any:
             result = _original(filepath, *args, **kwargs)
             if isinstance(filepath, (str, os.PathLike)):
-                _holder[0]._saved(os.fspath(filepath))
+                _holder[0].file_saved(os.fspath(filepath))
             return result
 
         wrapper._sqltrack_wrapped = True  # type: ignore[attr-defined]

@@ -38,7 +38,8 @@ from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from sqltrack_core import RunStatus, _json, provenance
+from sqltrack_core import RunStatus, provenance
+from sqltrack_core.integration import to_loggable, to_params
 from sqltrack_integrations._session import RunSession, TracksARun
 
 __all__ = ["SQLTrackCallback"]
@@ -46,7 +47,6 @@ __all__ = ["SQLTrackCallback"]
 _CONFIG_KEY = "sqltrack"  # model.config attribute that carries the token
 SIDECAR = "sqltrack.json"  # the token file in each checkpoint-N/ folder
 _SECRET_HINTS = ("password", "secret", "api_key", "access_key")
-_PLAIN = (bool, int, float, str)
 
 
 class SQLTrackCallback(TrainerCallback, TracksARun):
@@ -171,7 +171,7 @@ class SQLTrackCallback(TrainerCallback, TracksARun):
         ``final/``); values that are not numbers are kept too."""
         if not state.is_world_process_zero:
             return
-        values = {str(key): _loggable(value) for key, value in self._logged(state, logs).items()}
+        values = {str(key): to_loggable(value) for key, value in self._logged(state, logs).items()}
         if not values:
             return
         session = self._session
@@ -342,7 +342,7 @@ def _params(args: TrainingArguments, model: Any) -> dict[str, Any]:
         settings = config.to_dict()
         settings.pop(_CONFIG_KEY, None)
         params["model"] = _without_secrets(settings)
-    plain: dict[str, Any] = _json.jsonable(params)
+    plain: dict[str, Any] = to_params(params)
     return plain
 
 
@@ -357,16 +357,6 @@ def _without_secrets(values: Mapping[str, Any]) -> dict[str, Any]:
             or any(hint in str(key).lower() for hint in _SECRET_HINTS)
         )
     }
-
-
-def _loggable(value: Any) -> Any:
-    """A value `Run.log` takes: numbers and text as they are, anything else made JSON-safe."""
-    if value is None or type(value) in _PLAIN:
-        return value
-    value = _json.scalar(value)  # numpy and torch scalars
-    if value is None or isinstance(value, _PLAIN):
-        return value
-    return _json.jsonable(value)
 
 
 def _register_report_to() -> None:

@@ -8,6 +8,7 @@ module, its ``sql/<name>/`` folder, and one line in `_backends.registry`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -71,6 +72,25 @@ class Dialect:
     def decode_json(self, value: Any) -> Any:
         """A JSON column's value as the driver returns it -> Python objects."""
         return value
+
+    def decode(self, value: Any, family: str | None) -> Any:
+        """A value of a metric column of `family` (or ``"extra"``), as the driver returns it ->
+        the Python value that was logged."""
+        if value is None:
+            return None
+        if family == "float":
+            if isinstance(value, str):  # SQLite keeps NaN as the text 'NaN'
+                return math.nan if value == "NaN" else float(value)
+            return float(value)  # PostgreSQL's Decimal of a NUMERIC column too
+        if family == "bool":
+            return bool(value)
+        if family in ("json", "extra"):
+            return self.decode_json(value)
+        return value
+
+    def quote(self, name: str) -> str:
+        """Quote an identifier."""
+        return '"' + name.replace('"', '""') + '"'
 
     def extra_number_sql(self) -> tuple[str, int]:
         """SQL reading the key ``?`` of ``m.extra`` as a number (NaN and ±inf included, other
