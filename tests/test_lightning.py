@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import math
 import pickle
 import shutil
 import subprocess
 import uuid
+import weakref
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +24,12 @@ from _integration import TESTS, links, query, run_example, run_python
 from _lightning_models import TinyModel, regression_data
 from lightning.pytorch import Callback, Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
 
 import sqltrack_core as sqltrack
 from sqltrack_core import ConfigurationError, RunStatus, offline
 from sqltrack_core.errors import SQLTrackWarning, UnsupportedURLError
+from sqltrack_integrations import lightning as sqltrack_lightning
 from sqltrack_integrations.lightning import SQLTrackCallback, SQLTrackLogger
 
 # Lightning's own advice (few workers, small logging interval, ...) is not under test.
@@ -404,6 +409,147 @@ def test_callback_comes_from_the_entry_point_or_from_log_graph(
     assert sum(isinstance(cb, SQLTrackCallback) for cb in trainer.callbacks) == 1  # type: ignore[attr-defined]
     assert list(links(sqlite_url, logger.run_id)) == [("finetuned_from", base.run_id)]
     assert logger.version in best(trainer)
+
+
+# -- no trace of sqltrack in a Trainer without SQLTrackLogger (issue 13) -------------------------
+
+
+@pytest.fixture
+def lightning_records(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """caplog at DEBUG, with its handler on Lightning's loggers too: they do not propagate when
+    the root logger had no handler as Lightning was imported."""
+    caplog.set_level(logging.DEBUG)
+    loggers = [logging.getLogger(name) for name in ("lightning.fabric", "lightning.pytorch")]
+    for logger in loggers:
+        caplog.set_level(logging.DEBUG, logger=logger.name)
+        logger.addHandler(caplog.handler)
+    yield caplog
+    for logger in loggers:
+        logger.removeHandler(caplog.handler)
+
+
+@pytest.fixture
+def no_logger_alive(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Start from a process with no SQLTrackLogger alive: earlier tests' loggers may be (a
+    LightningCLI's stays reachable after its test), and the fresh-process test checks the
+    real thing."""
+    monkeypatch.setattr(sqltrack_lightning, "_LOGGERS", weakref.WeakSet())
+
+
+def sqltrack_callbacks(trainer: Trainer) -> list[Callback]:
+    return [cb for cb in trainer.callbacks if isinstance(cb, SQLTrackCallback)]  # type: ignore[attr-defined]
+
+
+@pytest.mark.usefixtures("no_logger_alive")
+@pytest.mark.parametrize("logger", ["none", "csv"])
+def test_a_trainer_without_our_logger_prints_and_logs_nothing_of_sqltrack(
+    logger: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    lightning_records: pytest.LogCaptureFixture,
+) -> None:
+    """Verify a Trainer made while no SQLTrackLogger exists gets no callback from the entry point
+    and neither prints nor logs anything about sqltrack, through a whole fit."""
+    trainer = make_trainer(
+        tmp_path,
+        False if logger == "none" else CSVLogger(tmp_path),
+        callbacks=[ModelCheckpoint(save_last=True)],
+    )
+    assert sqltrack_callbacks(trainer) == []
+    trainer.fit(TinyModel(), regression_data())
+    assert "sqltrack" not in torch.load(best(trainer), weights_only=True)
+    captured = capsys.readouterr()
+    messages = [record.getMessage() for record in lightning_records.records]
+    assert any("max_epochs=2" in message for message in messages)  # Lightning's records are seen
+    text = "\n".join([captured.out, captured.err, *messages]).replace(str(tmp_path), "<tmp>")
+    assert "sqltrack" not in text.lower()
+
+
+def test_a_trainer_with_our_logger_gets_the_callback_before_setup(
+    sqlite_url: str, tmp_path: Path, lightning_records: pytest.LogCaptureFixture
+) -> None:
+    """Verify the entry point still adds the callback to a Trainer given SQLTrackLogger, in
+    Trainer.__init__, so the checkpoints of its fit carry tokens."""
+    logger = SQLTrackLogger("exp", sqlite_url)
+    trainer = make_trainer(tmp_path, logger, callbacks=[ModelCheckpoint(save_last=True)])
+    assert len(sqltrack_callbacks(trainer)) == 1
+    messages = [record.getMessage() for record in lightning_records.records]
+    assert any("entry point 'sqltrack'" in message for message in messages)
+    trainer.fit(TinyModel(), regression_data())
+    last = Path(logger.log_dir) / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["sqltrack"]["run_uuid"] == logger.version
+
+
+def test_a_trainer_made_while_our_logger_exists_elsewhere_is_left_alone(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """Verify the callback a Trainer without SQLTrackLogger gets while one exists elsewhere in the
+    process does nothing: no token in its checkpoints, no run."""
+    other = SQLTrackLogger("exp", sqlite_url)  # made for another Trainer
+    trainer = make_trainer(
+        tmp_path, CSVLogger(tmp_path), callbacks=[ModelCheckpoint(save_last=True)]
+    )
+    assert len(sqltrack_callbacks(trainer)) == 1
+    trainer.fit(TinyModel(), regression_data())
+    assert "sqltrack" not in torch.load(best(trainer), weights_only=True)
+    assert other.run_id is None
+    assert query(sqlite_url, "SELECT count(*) FROM runs") == [(0,)]
+
+
+@pytest.mark.usefixtures("no_logger_alive")
+def test_lightning_cli_makes_our_logger_first_so_its_trainer_gets_the_callback(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Verify LightningCLI instantiates --trainer.logger before the Trainer, so the entry point
+    sees a SQLTrackLogger and adds the callback."""
+    from lightning.pytorch.cli import LightningCLI
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SQLTRACK_URL", sqlite_url)
+    assert sqltrack_callbacks(make_trainer(tmp_path, False)) == []
+    cli = LightningCLI(
+        TinyModel,
+        run=False,
+        args=[
+            "--trainer.logger=sqltrack_integrations.lightning.SQLTrackLogger",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.enable_model_summary=false",
+        ],
+    )
+    assert isinstance(cli.trainer.logger, SQLTrackLogger)
+    assert len(sqltrack_callbacks(cli.trainer)) == 1
+
+
+_FRESH_PROCESS = """
+import sys
+from lightning.pytorch import Trainer
+from lightning.pytorch.loggers import CSVLogger
+
+root, url = sys.argv[1:]
+options = {"enable_progress_bar": False, "enable_model_summary": False, "default_root_dir": root}
+Trainer(logger=False, **options)
+Trainer(logger=CSVLogger(root), **options)
+print("--- now with SQLTrackLogger ---", file=sys.stderr, flush=True)
+from sqltrack_integrations.lightning import SQLTrackLogger
+
+Trainer(logger=SQLTrackLogger("exp", url), **options)
+"""
+
+
+def test_a_fresh_process_shows_sqltrack_only_with_our_logger(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """Verify, as a user's terminal shows it (Lightning's own logging set-up, the installed entry
+    point), that Trainers without SQLTrackLogger print nothing about sqltrack, and one with it
+    reports the callback the entry point adds."""
+    done = run_python("-c", _FRESH_PROCESS, str(tmp_path), sqlite_url, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    before, marker, after = done.stderr.replace(str(tmp_path), "<tmp>").partition(
+        "--- now with SQLTrackLogger ---"
+    )
+    assert marker and "GPU available" in before  # Lightning did print, to stderr
+    assert "sqltrack" not in (before + done.stdout.replace(str(tmp_path), "<tmp>")).lower()
+    assert "Adding 1 callbacks from entry point 'sqltrack': SQLTrackCallback" in after
 
 
 # -- arguments, ranks, pickling -------------------------------------------------------------------

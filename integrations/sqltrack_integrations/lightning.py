@@ -11,9 +11,12 @@ How the pieces meet (the verified Lightning facts are in docs/design/lightning-i
   (``log_dir``: checkpoints, LightningCLI's ``config.yaml``, profiler reports). It subclasses
   `CSVLogger` only because ``Trainer.log_dir`` asks for a logger's ``log_dir`` from
   TensorBoard and CSV loggers alone and takes ``save_dir`` from every other; it writes no CSV.
-- `SQLTrackCallback` reaches every Trainer through the ``lightning.pytorch.callbacks_factory``
-  entry point (and, failing that, `SQLTrackLogger.log_graph` adds it). It is a no-op without a
-  `SQLTrackLogger`. At setup it wraps the strategy's CheckpointIO in `_TokenCheckpointIO`, which
+- `SQLTrackCallback` reaches the Trainer through the ``lightning.pytorch.callbacks_factory``
+  entry point (and, failing that, `SQLTrackLogger.log_graph` adds it). The factory runs in
+  every ``Trainer.__init__``, before the Trainer has loggers, so it adds the callback only
+  while a `SQLTrackLogger` exists in the process: a Trainer in a script that never makes one
+  gets nothing and prints nothing. The callback is a no-op without a `SQLTrackLogger` in its
+  Trainer. At setup it wraps the strategy's CheckpointIO in `_TokenCheckpointIO`, which
   fingerprints and registers every checkpoint Lightning saves (``save_weights_only`` and
   ``last.ckpt`` included) and embeds the token, and which reads the token back on
   ``fit(ckpt_path=...)``. At fit start the module's weights are matched against the registry.
@@ -37,8 +40,9 @@ from lightning.pytorch.loggers import CSVLogger, Logger
 from lightning.pytorch.utilities import rank_zero_only
 from typing_extensions import override
 
-from sqltrack_core import RunStatus, _json, provenance
+from sqltrack_core import RunStatus, provenance
 from sqltrack_core.errors import ConfigurationError, MetricTypeError
+from sqltrack_core.integration import to_params
 from sqltrack_integrations._session import RunSession, TracksARun
 
 __all__ = ["SQLTrackCallback", "SQLTrackLogger"]
@@ -52,6 +56,9 @@ _FINAL_STATUS = {
 }
 _TOKEN_KEY = "sqltrack"  # where the token lives in a Lightning checkpoint dict
 _UNSAFE_PATH_CHARS = re.compile(r"[^A-Za-z0-9._=+-]+")
+#: Every SQLTrackLogger alive in this process: `callbacks_factory` adds the callback only while
+#: there is one (Lightning prints a line for each callback an entry point adds).
+_LOGGERS: weakref.WeakSet[SQLTrackLogger] = weakref.WeakSet()
 
 
 class SQLTrackLogger(CSVLogger, TracksARun):
@@ -116,6 +123,7 @@ class SQLTrackLogger(CSVLogger, TracksARun):
 
     def _init_process_state(self) -> None:
         """State that belongs to one process: dropped when pickled for ddp_spawn."""
+        _LOGGERS.add(self)  # before the Trainer it is given to calls callbacks_factory
         self._trainer: weakref.ReferenceType[Trainer] | None = None
         self._loaded: tuple[dict[str, Any] | None, str] | None = None  # token, path
         self._io_paths: set[str] = set()  # registered by _TokenCheckpointIO
@@ -194,7 +202,7 @@ class SQLTrackLogger(CSVLogger, TracksARun):
         """
         if params is None:
             return
-        plain = _json.jsonable(params)
+        plain = to_params(params)
         if not isinstance(plain, dict):
             raise ConfigurationError(
                 f"hyperparameters {params!r:.80} are a {type(params).__name__}; expected a dict, "
@@ -216,8 +224,8 @@ class SQLTrackLogger(CSVLogger, TracksARun):
         callback = SQLTrackCallback()
         _callbacks(trainer).append(callback)
         if trainer.state.fn == "fit" and self._first_sqltrack_logger(trainer):
-            self._attach(trainer)
-            self._on_fit_start(trainer, model)
+            self.attach_trainer(trainer)
+            self.fit_started(trainer, model)
 
     @override
     @rank_zero_only
@@ -274,8 +282,10 @@ class SQLTrackLogger(CSVLogger, TracksARun):
         """
         return self._session.register_checkpoint(path, state_dict, step)
 
-    def _attach(self, trainer: Trainer) -> None:
-        """Called by the callback at setup (rank 0): wrap the CheckpointIO, reset per-fit state."""
+    # -- what SQLTrackCallback calls (rank 0) ---------------------------------------------------
+
+    def attach_trainer(self, trainer: Trainer) -> None:
+        """At setup: wrap the Trainer's CheckpointIO, reset per-fit state."""
         self._trainer = weakref.ref(trainer)
         self._loaded = None
         strategy = trainer.strategy
@@ -284,8 +294,9 @@ class SQLTrackLogger(CSVLogger, TracksARun):
         else:
             strategy.checkpoint_io.logger = self
 
-    def _on_fit_start(self, trainer: Trainer, module: LightningModule) -> None:
-        """Link the run to where the module's starting weights came from (once per run)."""
+    def fit_started(self, trainer: Trainer, module: LightningModule) -> None:
+        """At fit start: link the run to where the module's starting weights came from (once
+        per run)."""
         ckpt_path = trainer.ckpt_path
         token, loaded_path = self._loaded if self._loaded is not None else (None, None)
         if ckpt_path is None:
@@ -307,15 +318,16 @@ class SQLTrackLogger(CSVLogger, TracksARun):
                 path=loaded_path,
             )
 
-    def _on_train_end(self, trainer: Trainer, module: LightningModule) -> None:
-        """Register the weights training ended with (kind 'final'), so that later runs that start
-        from them link here even if they were saved by hand."""
+    def train_ended(self, trainer: Trainer, module: LightningModule) -> None:
+        """At train end: register the weights training ended with (kind 'final'), so that later
+        runs that start from them link here even if they were saved by hand."""
         with self._session.guard("checkpoint", strict=False):
             self._session.register_checkpoint(
                 None, module.state_dict(), trainer.global_step, kind="final"
             )
 
-    def _note_exception(self, exception: BaseException) -> None:
+    def exception_raised(self, exception: BaseException) -> None:
+        """On an exception: Ctrl-C and SIGTERM make the coming finalize("failed") cancelled."""
         name = type(exception).__name__
         self._interrupted = isinstance(exception, KeyboardInterrupt) or name == "SIGTERMException"
 
@@ -381,9 +393,10 @@ class _TokenCheckpointIO(CheckpointIO):
 
 
 class SQLTrackCallback(Callback):
-    """The provenance half of `SQLTrackLogger`; Lightning adds it to every Trainer through the
-    ``lightning.pytorch.callbacks_factory`` entry point. It does nothing unless the Trainer has a
-    `SQLTrackLogger` (the first one gets the provenance) and it is the first of its kind."""
+    """The provenance half of `SQLTrackLogger`; Lightning adds it through the
+    ``lightning.pytorch.callbacks_factory`` entry point to each Trainer made while a
+    `SQLTrackLogger` exists. It does nothing unless the Trainer has a `SQLTrackLogger` (the first
+    one gets the provenance) and it is the first of its kind."""
 
     def _logger(self, trainer: Trainer) -> SQLTrackLogger | None:
         if not trainer.is_global_zero:
@@ -397,19 +410,19 @@ class SQLTrackCallback(Callback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         logger = self._logger(trainer)
         if logger is not None:
-            logger._attach(trainer)
+            logger.attach_trainer(trainer)
 
     @override
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         logger = self._logger(trainer)
         if logger is not None:
-            logger._on_fit_start(trainer, pl_module)
+            logger.fit_started(trainer, pl_module)
 
     @override
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         logger = self._logger(trainer)
         if logger is not None:
-            logger._on_train_end(trainer, pl_module)
+            logger.train_ended(trainer, pl_module)
 
     @override
     def on_exception(
@@ -417,9 +430,17 @@ class SQLTrackCallback(Callback):
     ) -> None:
         logger = self._logger(trainer)
         if logger is not None:
-            logger._note_exception(exception)
+            logger.exception_raised(exception)
 
 
-def callbacks_factory() -> SQLTrackCallback:
-    """The ``lightning.pytorch.callbacks_factory`` entry point (see pyproject.toml)."""
-    return SQLTrackCallback()
+def callbacks_factory() -> list[Callback]:
+    """The ``lightning.pytorch.callbacks_factory`` entry point (see pyproject.toml).
+
+    Lightning calls it with no arguments in every ``Trainer.__init__``, before the Trainer's
+    loggers are set, and logs "Adding N callbacks from entry point ..." at INFO unless it
+    returns an empty list. The loggers a Trainer will have are made before it, so a Trainer
+    made while no `SQLTrackLogger` exists cannot have one: it gets nothing. Otherwise it gets
+    the callback, which is a no-op if that Trainer has no `SQLTrackLogger` after all. (A logger
+    made after its Trainer, ``trainer.logger = SQLTrackLogger()``, is caught by ``log_graph``.)
+    """
+    return [SQLTrackCallback()] if _LOGGERS else []
