@@ -12,8 +12,10 @@ copies go on in the same run.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
+import sys
 import threading
 import time
 import uuid as uuid_module
@@ -97,6 +99,8 @@ class RunSession:
         self._tracker: Tracker | None = None
         self.run: Run | None = None
         self._found_id: int | None = None  # stored_id() of a run another process made
+        self._training = False  # between begin_training() and end_training()
+        self._exit_hook = False
 
     _PICKLED = ("url", "experiment", "name", "tags", "comment", "resume", "sample_above", "uuid")
 
@@ -205,6 +209,30 @@ class RunSession:
                 run = self._reopen(run)
             run.finish(target)
             run.tracker.close()  # a later stage, or a reader, connects again
+
+    def begin_training(self) -> None:
+        """Training began. If the process exits before `end_training`, the run failed
+        (cancelled after Ctrl-C), even if the script caught the exception: for frameworks
+        that tell callbacks nothing when training raises (Hugging Face, Keras). The exit hook
+        holds this session, so it works however early the framework drops the callback."""
+        self._training = True
+        if not self._exit_hook:
+            atexit.register(self._fail_unfinished)  # before the core's own: atexit is LIFO
+            self._exit_hook = True
+
+    def end_training(self) -> None:
+        self._training = False
+
+    def _fail_unfinished(self) -> None:
+        """At exit: unless finished otherwise already (SIGTERM cancels it at once)."""
+        if not self._training:
+            return
+        run = self.run
+        if run is not None and run.status is not RunStatus.RUNNING:
+            return
+        uncaught = getattr(sys, "last_exc", None) or getattr(sys, "last_value", None)
+        interrupted = isinstance(uncaught, KeyboardInterrupt)
+        self.finish(RunStatus.CANCELLED if interrupted else RunStatus.FAILED)
 
     def continue_from(self, token: Mapping[str, Any] | None) -> bool:
         """On a resume from the checkpoint with `token`: with ``resume="continue"`` and another

@@ -121,6 +121,9 @@ class SQLTrackKerasCallback(TracksARun):
         self._first_epoch = None
         model = self.model
         session = self._session
+        # Keras skips on_train_end when fit() raises and tells callbacks nothing: a fit() that
+        # never reaches it by the time the process exits has failed.
+        session.begin_training()
         with session.guard("train begin", strict=False):
             if session.name is None and getattr(model, "name", None):
                 session.name = str(model.name)
@@ -187,6 +190,7 @@ class SQLTrackKerasCallback(TracksARun):
         with session.guard("checkpoint", strict=False):
             session.register_checkpoint(None, _weights(model), self._last_step, kind="final")
             _TRAINED[id(model)] = (weakref.ref(model), _iterations(model))
+        session.end_training()
         session.finish(RunStatus.COMPLETED)
 
     def _nothing(self, *args: Any, **kwargs: Any) -> None:

@@ -27,12 +27,9 @@ Provenance carriers (the brief's "Provenance"):
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
-import sys
 import uuid as uuid_module
-import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -76,7 +73,9 @@ class SQLTrackCallback(TrainerCallback, TracksARun):
     ``train()`` ended goes under ``final/`` (``final/eval_loss``), then ``final2/``, ... for
     a key logged again at that step, so the last in-training evaluation is never overwritten.
     A ``train()`` that raised ends the run ``failed`` when the process exits, even if the script
-    caught the exception; SIGTERM or Ctrl-C end it ``cancelled``.
+    caught the exception; SIGTERM or Ctrl-C end it ``cancelled``. One callback is one run: a
+    second ``train()`` with it goes on in the run, its steps after the first's (global_step
+    plus the run's next step), so nothing the first logged is overwritten.
     """
 
     def __init__(
@@ -106,7 +105,7 @@ class SQLTrackCallback(TrainerCallback, TracksARun):
         self._armed: dict[str, Any] | None = None  # the token on model.config, for the next save
         self._ended = False  # on_train_end came, and no train began since
         self._training = False  # between on_train_begin and on_train_end
-        self._exit_hook = False
+        self._offset = 0  # added to global_step: a later train() goes on after the run's steps
         self._last_entry: dict[str, Any] | None = None  # the log_history entry logged last
         # {step: keys logged after training ended at that step} (one step at most): picks the
         # final/, final2/, ... prefix that overwrites nothing
@@ -127,13 +126,17 @@ class SQLTrackCallback(TrainerCallback, TracksARun):
         if not state.is_world_process_zero:
             return
         session = self._session
+        # A later train() with this callback goes on in its run, counting global steps from
+        # 0 again: its steps go on after the run's. A resume keeps the checkpoint's steps.
+        if state.global_step > 0:
+            self._offset = 0
+        elif self._ended and session.run is not None:
+            self._offset = session.run.next_step
         self._ended = False
         self._training = True
-        if not self._exit_hook:
-            # Transformers has no exception hook: a train() that never reached on_train_end by
-            # the time the process exits has failed (even if the script caught the exception).
-            atexit.register(_fail_unfinished, weakref.ref(self))
-            self._exit_hook = True
+        # Transformers tells callbacks nothing when train() raises: a train() that never
+        # reaches on_train_end by the time the process exits has failed.
+        session.begin_training()
         with session.guard("train begin", strict=False):
             resumed = state.global_step > 0
             token, path = _resume_token(args, state) if resumed else (None, None)
@@ -175,7 +178,7 @@ class SQLTrackCallback(TrainerCallback, TracksARun):
         if not values:
             return
         session = self._session
-        step = state.global_step
+        step = state.global_step + self._offset
         with session.guard("log", strict=False):
             if self._ended:
                 # evaluate() after train(): at the step of the last in-training evaluation
@@ -228,6 +231,7 @@ class SQLTrackCallback(TrainerCallback, TracksARun):
                 session.register_checkpoint(
                     None, model.state_dict(), state.global_step, kind="final", token=self._armed
                 )
+        session.end_training()
         session.finish(RunStatus.COMPLETED)
         self._ended = True
         self._training = False
@@ -290,20 +294,6 @@ class SQLTrackCallback(TrainerCallback, TracksARun):
             return
         self._armed = self._session.next_token(step)
         setattr(config, _CONFIG_KEY, self._armed)
-
-
-def _fail_unfinished(ref: weakref.ReferenceType[SQLTrackCallback]) -> None:
-    """At exit: a run whose train() never ended failed (cancelled after Ctrl-C), unless it was
-    finished otherwise already (SIGTERM cancels it at once)."""
-    callback = ref()
-    if callback is None or not callback._training:
-        return
-    run = callback._session.run
-    if run is not None and run.status is not RunStatus.RUNNING:
-        return
-    uncaught = getattr(sys, "last_exc", None) or getattr(sys, "last_value", None)
-    status = RunStatus.CANCELLED if isinstance(uncaught, KeyboardInterrupt) else RunStatus.FAILED
-    callback._session.finish(status)
 
 
 def _resume_token(
