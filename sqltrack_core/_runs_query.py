@@ -220,22 +220,11 @@ def build_runs_query(
         + (" WHERE " + " AND ".join(conditions) if conditions else "")
     )
     aggregates, sort_terms = _sorting(specs, order, columns)
-    grouped, group_params, outer, outer_params, families = [], [], [], [], []
+    parts = _Parts()
     for alias, key, agg, sortable in aggregates:
-        expr, params, is_group, family = aggregate_sql(
-            dialect, key, agg, columns.get(key), sortable=sortable
-        )
-        families.append(family)
-        if is_group:
-            grouped.append(f"{expr} AS {alias}")
-            group_params.extend(params)
-            # a run without metric rows has no row in g: its count is 0, not NULL
-            outer.append(f"COALESCE(g.{alias}, 0) AS {alias}" if agg == "count" else f"g.{alias}")
-        else:
-            outer.append(f"{expr} AS {alias}")
-            outer_params.extend(params)
+        parts.add(alias, agg, aggregate_sql(dialect, key, agg, columns.get(key), sortable=sortable))
     text = f"WITH sel AS ({sel})"
-    if grouped:
+    if parts.grouped:
         # Every run selected: aggregate the whole table, as hand-written SQL would (a join
         # with sel cost PostgreSQL a sort and merge, SQLite a lookup per row, ~1.7x in all);
         # some: a semi-join, which the planners turn into index seeks or a hash probe. One
@@ -244,15 +233,15 @@ def build_runs_query(
             among = " WHERE m.run_id IN (SELECT id FROM sel)"
         elif experiment is not None:
             among = " WHERE m.run_id IN (SELECT id FROM runs WHERE experiment_id = ?)"
-            group_params.append(experiment[0])
+            parts.group_params.append(experiment[0])
         else:
             among = ""
         text += (
-            f", g AS (SELECT m.run_id, {', '.join(grouped)} FROM metrics m{among}"
+            f", g AS (SELECT m.run_id, {', '.join(parts.grouped)} FROM metrics m{among}"
             " GROUP BY m.run_id)"
         )
-    text += " SELECT * FROM (SELECT sel.*" + "".join(", " + o for o in outer) + " FROM sel"
-    if grouped:
+    text += " SELECT * FROM (SELECT sel.*" + "".join(", " + o for o in parts.outer) + " FROM sel"
+    if parts.grouped:
         text += " LEFT JOIN g ON g.run_id = sel.id"
     # ties (and runs without a value) in run id order
     text += " ) q ORDER BY " + ", ".join([*sort_terms, "q.id"])
@@ -260,8 +249,35 @@ def build_runs_query(
     if limit is not None:
         text += " LIMIT ?"
         limit_params.append(limit)
-    params = [*sel_params, *group_params, *outer_params, *limit_params]
-    return RunsQuery(text, params, families[: len(specs)])
+    params = [*sel_params, *parts.group_params, *parts.outer_params, *limit_params]
+    return RunsQuery(text, params, parts.families[: len(specs)])
+
+
+@dataclass
+class _Parts:
+    """The aggregates of a runs query, split into those computed in the per-run GROUP BY
+    (``g``) and those selected per run (first/last), with their params in order."""
+
+    grouped: list[str] = field(default_factory=list)
+    group_params: list[Any] = field(default_factory=list)
+    outer: list[str] = field(default_factory=list)
+    outer_params: list[Any] = field(default_factory=list)
+    families: list[Family | str | None] = field(default_factory=list)
+
+    def add(
+        self, alias: str, agg: str, made: tuple[str, list[Any], bool, Family | str | None]
+    ) -> None:
+        expr, params, is_group, family = made
+        self.families.append(family)
+        if is_group:
+            self.grouped.append(f"{expr} AS {alias}")
+            self.group_params.extend(params)
+            # a run without metric rows has no row in g: its count is 0, not NULL
+            count = agg == "count"
+            self.outer.append(f"COALESCE(g.{alias}, 0) AS {alias}" if count else f"g.{alias}")
+        else:
+            self.outer.append(f"{expr} AS {alias}")
+            self.outer_params.extend(params)
 
 
 def _sorting(

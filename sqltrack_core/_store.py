@@ -258,33 +258,7 @@ def _write(
     rows = [steps[s] for s in order]
     # Every key of the batch, in the order first seen (that order names new columns).
     present = dict.fromkeys(chain.from_iterable(values for _, values in rows))
-    unknown = [key for key in present if not registry.known(key)]
-    if unknown:
-        seen: dict[str, list[Family | None]] = {key: [] for key in unknown}
-        for _, values in rows:
-            for key, value in values.items():
-                families = seen.get(key)
-                if families is not None:
-                    families.append(family_of(value))
-        registry.resolve(backend, {k: narrow(f) for k, f in seen.items()}, label=label)
-    keys: dict[str, tuple[str, Family | None]] = {}
-    waiting: list[str] = []
-    for key in present:
-        if registry.held(key):
-            if hold:
-                waiting.append(key)
-            continue
-        entry = registry.get(key)
-        if entry is None:
-            continue
-        if entry[1] == "int" and any(needs_widening(values.get(key), "int") for _, values in rows):
-            # a fractional or non-finite float arrived for an int column
-            if not registry.widen(backend, key):
-                waiting.append(key)
-                continue
-            entry = registry.get(key) or entry
-        keys[key] = entry
-
+    keys, waiting = _columns_for(backend, registry, rows, present, label, hold)
     held: Steps = {}
     if waiting:
         for step, (logged_at, values) in zip(order, rows, strict=True):
@@ -333,6 +307,46 @@ def _write(
     if batch.rows:
         backend.write_metrics(batch, heartbeat)
     return held
+
+
+def _columns_for(
+    backend: Backend,
+    registry: ColumnRegistry,
+    rows: list[list[Any]],
+    present: dict[str, None],
+    label: str,
+    hold: bool,
+) -> tuple[dict[str, tuple[str, Family | None]], list[str]]:
+    """The column of each key of a batch (adding and widening columns as needed), and the keys
+    whose values wait (a held column; with `hold` false they go to ``extra`` instead). A key
+    in neither goes to ``extra`` (over budget, blocked)."""
+    unknown = [key for key in present if not registry.known(key)]
+    if unknown:
+        seen: dict[str, list[Family | None]] = {key: [] for key in unknown}
+        for _, values in rows:
+            for key, value in values.items():
+                families = seen.get(key)
+                if families is not None:
+                    families.append(family_of(value))
+        registry.resolve(backend, {k: narrow(f) for k, f in seen.items()}, label=label)
+    keys: dict[str, tuple[str, Family | None]] = {}
+    waiting: list[str] = []
+    for key in present:
+        if registry.held(key):
+            if hold:
+                waiting.append(key)
+            continue
+        entry = registry.get(key)
+        if entry is None:
+            continue
+        if entry[1] == "int" and any(needs_widening(values.get(key), "int") for _, values in rows):
+            # a fractional or non-finite float arrived for an int column
+            if not registry.widen(backend, key):
+                waiting.append(key)
+                continue
+            entry = registry.get(key) or entry
+        keys[key] = entry
+    return keys, waiting
 
 
 def _write_refused(
