@@ -14,6 +14,7 @@ import math
 import os
 import re
 import types
+from collections import UserString
 from collections.abc import Mapping, Sequence, Set
 from typing import Any, TypeAlias
 
@@ -259,7 +260,7 @@ def _structure(value: Any) -> Any:
     ):
         return vars(value)
     if isinstance(value, Sequence) and not isinstance(
-        value, (str, bytes, bytearray, list, tuple, range)
+        value, (str, bytes, bytearray, list, tuple, range, UserString)
     ):
         return list(value)
     return value

@@ -107,6 +107,8 @@ class RunProvenance:
                 ),
                 (b.timestamp(removed_at), run_id, text_path),
             )
+            if _spool.is_spool(b):  # its row may be in the database only
+                _spool.defer_removal(b, str(self.uuid), text_path, removed_at)
 
         if self._status is RunStatus.RUNNING:
             self._writer.submit(Operation(write))

@@ -51,6 +51,12 @@ CREATE TABLE IF NOT EXISTS spool_inferences (
     resumed         BOOLEAN NOT NULL,
     PRIMARY KEY (run_uuid, checkpoint_uuid)
 );
+CREATE TABLE IF NOT EXISTS spool_removals (
+    run_uuid   TEXT NOT NULL,
+    path       TEXT NOT NULL,
+    removed_at REAL NOT NULL,
+    PRIMARY KEY (run_uuid, path)
+);
 """
 
 
@@ -287,6 +293,15 @@ def defer_inference(backend: Any, run_uuid: str, checkpoint_uuid: str, resumed: 
         "INSERT OR REPLACE INTO spool_inferences (run_uuid, checkpoint_uuid, resumed) "
         "VALUES (?, ?, ?)",
         (run_uuid, checkpoint_uuid, resumed),
+    )
+
+
+def defer_removal(backend: Any, run_uuid: str, path: str, removed_at: float) -> None:
+    """Keep, in a spool, that a checkpoint file of a run was deleted: its row may be in the
+    database only (registered before the outage), where it is marked once the data arrives."""
+    backend.execute(
+        "INSERT OR REPLACE INTO spool_removals (run_uuid, path, removed_at) VALUES (?, ?, ?)",
+        (run_uuid, path, removed_at),
     )
 
 

@@ -198,14 +198,20 @@ class Run(RunProvenance):
             return self._writer.unwritten == 0
         return self._writer.flush(timeout)
 
-    def stop_writer(self, timeout: float | None = None) -> bool:
+    def stop_writer(self, timeout: float | None = None, *, wait: bool = True) -> bool:
         """Write what waits, then end this run's background thread; the run stays open and the
         next ``log()`` starts a new thread. For owners that must leave no thread behind without
         ending the run (a logger that is dropped unfinished, a test harness). False if the
         database did not take everything within `timeout` (default ``finish_timeout``): the
-        rest is then in the spool."""
-        wait = self._tracker.options.finish_timeout if timeout is None else timeout
-        return self._writer.close(wait)
+        rest is then in the spool. With ``wait=False`` the thread is asked to end once what
+        waits is written and this returns False at once (for finalizers, which may run on any
+        thread, the writer's own included)."""
+        if not wait:  # a finalizer, maybe on the writer thread itself: never block
+            self._writer.request_stop()
+            return False
+        return self._writer.close(
+            self._tracker.options.finish_timeout if timeout is None else timeout
+        )
 
     # -- metadata -----------------------------------------------------------------------------
 

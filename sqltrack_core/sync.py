@@ -96,6 +96,7 @@ def copy_runs(
     result.add(_copy_links(src, dst, wanted, dry_run))
     if _spool.is_spool(src) and not dry_run:
         result.links += _deferred_inferences(src, dst, wanted)
+        _deferred_removals(src, dst, wanted)
     return result
 
 
@@ -374,6 +375,26 @@ def _copy_links(src: Backend, dst: Backend, uuids: list[str], dry_run: bool) -> 
             (from_id, kind, to_id, dst.json_param(text)),
         )
     return result
+
+
+def _deferred_removals(src: Backend, dst: Backend, uuids: list[str]) -> None:
+    """Mark in `dst` the checkpoint files deleted while the database was away (their rows may
+    have been registered before the outage, so the spool has none), then forget them."""
+    wanted = set(uuids)
+    _, rows = src.fetchall("SELECT run_uuid, path, removed_at FROM spool_removals")
+    for run_uuid, path, removed_at in rows:
+        if run_uuid not in wanted:
+            continue
+        run_id = _lookup(dst, str(run_uuid))
+        if run_id is not None:
+            dst.execute(
+                dst.sql(
+                    "UPDATE checkpoints SET removed_at = ? "
+                    "WHERE run_id = ? AND path = ? AND removed_at IS NULL"
+                ),
+                (dst.timestamp(float(removed_at)), run_id, path),
+            )
+        src.execute("DELETE FROM spool_removals WHERE run_uuid = ? AND path = ?", (run_uuid, path))
 
 
 def _deferred_inferences(src: Backend, dst: Backend, uuids: list[str]) -> int:

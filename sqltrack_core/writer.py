@@ -181,6 +181,11 @@ class MetricWriter:
             self._backend = None
         return flushed
 
+    def request_stop(self) -> None:
+        """Ask the thread to end once what waits is written, without waiting (any thread)."""
+        self._stopping = True
+        self.wake.set()
+
     def forget_after_fork(self) -> None:
         """In a forked child: drop the parent's thread and connection without touching them."""
         if self._backend is not None:
@@ -238,9 +243,16 @@ class MetricWriter:
             self._spool().detach(self.run_uuid)
             self._spool_id = None  # a later spill (a write after the end) starts anew
         self._prober.end()
-        if self._offline_since is not None and self._backend is not None:
+        backend = self._backend
+        if backend is None:
+            return
+        if self._offline_since is not None:
             with contextlib.suppress(SQLTrackError):
-                self._backend.close()
+                backend.close()
+            self._backend = None
+        elif not self._has_work():  # all written: back to the tracker's pool for the next run
+            backend.set_io_timeout(None)  # readers wait as long as it takes
+            self._release_backend(backend)
             self._backend = None
 
     def _drain(self) -> None:

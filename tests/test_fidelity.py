@@ -150,3 +150,15 @@ def test_checkpoint_removed_marks_its_rows_and_sync_carries_it(
         assert removed_paths(copy) == {"a.ckpt": True, "b.ckpt": True}
     with pytest.raises(sqltrack.ConfigurationError, match=r"must be a str or os\.PathLike"):
         run.checkpoint_removed(3)  # type: ignore[arg-type]
+
+
+def test_params_of_string_like_sequences_stay_text() -> None:
+    """Verify a UserString param is stored as its text (a Sequence of itself, never a list)."""
+    from collections import UserString
+
+    from sqltrack_core.integration import to_params
+
+    assert to_params({"name": UserString("ab"), "sizes": range(3)}) == {
+        "name": "ab",
+        "sizes": "range(0, 3)",
+    }

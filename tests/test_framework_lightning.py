@@ -30,6 +30,7 @@ from _lightning_models import RegressionData, TinyModel, regression_data
 from lightning.pytorch import Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.profilers import SimpleProfiler
 
 import sqltrack_core as sqltrack
 from sqltrack_core.runs import active_runs
@@ -152,6 +153,31 @@ def test_log_dir_defaults_to_the_trainers_root_and_save_dir_wins(
         checkpoint = trainer.checkpoint_callback
         assert isinstance(checkpoint, ModelCheckpoint)
         assert Path(checkpoint.best_model_path).parent == expected / "checkpoints"
+
+
+@pytest.mark.parametrize("save_dir", ["given", "default"])
+def test_a_profiler_report_and_checkpoints_share_the_run_folder(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, save_dir: str
+) -> None:
+    """Verify a profiler, which asks for Trainer.log_dir before the logger meets its Trainer,
+    writes into the run's folder beside its checkpoints: with save_dir given (and another
+    default_root_dir), and with neither given."""
+    monkeypatch.chdir(tmp_path)
+    given = save_dir == "given"
+    logger = SQLTrackLogger("exp", sqlite_url, save_dir=tmp_path / "runs" if given else None)
+    trainer = Trainer(
+        logger=logger,
+        max_epochs=1,
+        default_root_dir=tmp_path / "elsewhere" if given else tmp_path,
+        profiler=SimpleProfiler(filename="perf"),
+        **QUIET,
+    )
+    trainer.fit(TinyModel(), regression_data(), regression_data(seed=1))
+    folder = Path(logger.log_dir)
+    assert trainer.log_dir == str(folder) and (folder / "fit-perf.txt").is_file()
+    checkpoint = trainer.checkpoint_callback
+    assert isinstance(checkpoint, ModelCheckpoint)
+    assert Path(checkpoint.best_model_path).parent == folder / "checkpoints"
 
 
 # -- what Lightning logged, value by value ------------------------------------------------------

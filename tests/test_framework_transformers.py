@@ -265,3 +265,25 @@ def test_checkpoints_deleted_by_the_trainer_are_marked_removed(
     assert sorted(Path(path).name for path, _ in rows) == [f"checkpoint-{n}" for n in (2, 4, 6, 8)]
     assert sorted(Path(path).name for path, removed in rows if pd.isna(removed)) == kept
     assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == kept
+
+
+def test_a_second_train_goes_on_after_the_runs_steps_checkpoints_too(
+    db_url: str, tmp_path: Path
+) -> None:
+    """Verify a second train() with one callback logs and registers its checkpoints after the
+    first's steps, overwriting nothing (Keras does the same for a second fit())."""
+    callback = SQLTrackCallback("twice", db_url)
+    trainer = make_trainer(tmp_path / "out", [callback], save_steps=2)
+    trainer.train()
+    first = {step for step, _ in stored(db_url, callback.run_id)}
+    trainer.train()
+    steps = sorted(step for step, _ in stored(db_url, callback.run_id))
+    end = max(first)
+    assert {s for s in steps if s <= end} == first and max(steps) > end
+    rows = query(
+        db_url,
+        "SELECT kind, step FROM checkpoints WHERE kind IN ('checkpoint', 'final') ORDER BY id",
+    )
+    halves = [rows[: len(rows) // 2], rows[len(rows) // 2 :]]
+    assert max(step for _, step in halves[0]) <= end < min(step for _, step in halves[1])
+    assert query(db_url, "SELECT count(*) FROM runs") == [(1,)]

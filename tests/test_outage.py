@@ -721,3 +721,32 @@ def test_an_unwritable_spool_directory_never_blocks_training(
     assert any("cannot write the spool" in str(w.message) for w in seen)
     assert _values(pg_url, "SELECT count(*) FROM metrics") == [(20,)]
     tracker.close()
+
+
+@pytest.mark.parametrize("route", ["replay", "sync"])
+def test_a_checkpoint_deleted_while_down_is_marked_removed(
+    pg_url: str, proxy: FaultProxy, route: str
+) -> None:
+    """Verify a checkpoint registered before an outage and deleted during it (save_top_k)
+    gets removed_at once the data arrives, replayed in-process or sent by sync."""
+    timeout = 0.5 if route == "sync" else 60.0
+    tracker = sqltrack.connect(proxy.url(pg_url), flush_interval=0.1, finish_timeout=timeout)
+    run = tracker.start_run("removals")
+    run.register_checkpoint("/ckpt/a.pt", None, step=1)
+    run.register_checkpoint("/ckpt/b.pt", None, step=2)
+    assert run.flush()
+    proxy.cut()
+    with pytest.warns(SQLTrackWarning):
+        run.log({"loss": 1.0}, step=3)
+        run.checkpoint_removed("/ckpt/a.pt")
+        if route == "replay":
+            run.flush()  # reaches the spool
+            proxy.restore()
+        run.finish()
+    if route == "sync":
+        proxy.restore()
+        offline.sync_spools()
+    rows = _values(pg_url, "SELECT path, removed_at IS NOT NULL FROM checkpoints ORDER BY id")
+    assert rows == [("/ckpt/a.pt", True), ("/ckpt/b.pt", False)]
+    assert offline.sync_spools() == []
+    tracker.close()

@@ -100,7 +100,6 @@ class RunSession:
         self.run: Run | None = None
         self._found_id: int | None = None  # stored_id() of a run another process made
         self._training = False  # between begin_training() and end_training()
-        self._exit_hook = False
 
     _PICKLED = ("url", "experiment", "name", "tags", "comment", "resume", "sample_above", "uuid")
 
@@ -216,12 +215,12 @@ class RunSession:
         that tell callbacks nothing when training raises (Hugging Face, Keras). The exit hook
         holds this session, so it works however early the framework drops the callback."""
         self._training = True
-        if not self._exit_hook:
-            atexit.register(self._fail_unfinished)  # before the core's own: atexit is LIFO
-            self._exit_hook = True
+        atexit.unregister(self._fail_unfinished)  # one hook per session
+        atexit.register(self._fail_unfinished)  # runs before the core's own: atexit is LIFO
 
     def end_training(self) -> None:
         self._training = False
+        atexit.unregister(self._fail_unfinished)  # the hook no longer keeps the session alive
 
     def _fail_unfinished(self) -> None:
         """At exit: unless finished otherwise already (SIGTERM cancels it at once)."""
@@ -325,7 +324,7 @@ class RunSession:
             return run.id
         if self._found_id is None and self._shared:
             with contextlib.suppress(SQLTrackError), connect(self.url, migrate=False) as tracker:
-                self._found_id = int(tracker.run_info(self.uuid)["id"])
+                self._found_id = tracker.run_id(self.uuid)
         return self._found_id
 
     def _finish_unseen(self, target: RunStatus) -> None:
@@ -346,7 +345,7 @@ class RunSession:
 
 def _stop_writer(run: Run) -> None:
     if run.status is RunStatus.RUNNING:
-        run.stop_writer()
+        run.stop_writer(wait=False)  # a finalizer runs on whichever thread collected garbage
 
 
 class TracksARun:

@@ -157,22 +157,27 @@ class SQLTrackLogger(CSVLogger, TracksARun):
     @property
     @override
     def save_dir(self) -> str | None:  # type: ignore[override]  # None as in Logger.save_dir
-        """The root of the run folders; None (the Trainer's ``default_root_dir``) until the
-        logger meets its Trainer, unless given."""
+        """The root of the run folders: `save_dir` as given, else the Trainer's
+        ``default_root_dir`` once the logger has met its Trainer (None before: Lightning then
+        uses ``default_root_dir`` itself)."""
         if self._root is not None:
             return self._root
         trainer = self._trainer() if self._trainer is not None else None
-        return None if trainer is None else trainer.default_root_dir
+        return None if trainer is None else os.path.abspath(trainer.default_root_dir)
 
     @property
     @override
     def root_dir(self) -> str:
+        """`save_dir`, or the working directory when the logger was made until the logger
+        meets its Trainer: Lightning asks for ``Trainer.log_dir`` (for a profiler, LightningCLI
+        for its config) before any callback runs, so with a ``default_root_dir`` of its own
+        give `save_dir` to keep those files in the run's folder."""
         return self.save_dir or self._cwd
 
     @property
     @override
     def log_dir(self) -> str:
-        """``save_dir/name/version``, this run's own folder: ``Trainer.log_dir``, and where
+        """``root_dir/name/version``, this run's own folder: ``Trainer.log_dir``, and where
         default checkpoints go (in ``checkpoints/``)."""
         return os.path.join(self.root_dir, self.name, self.version)
 

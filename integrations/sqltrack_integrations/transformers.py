@@ -127,7 +127,8 @@ class SQLTrackCallback(TrainerCallback, TracksARun):
             return
         session = self._session
         # A later train() with this callback goes on in its run, counting global steps from
-        # 0 again: its steps go on after the run's. A resume keeps the checkpoint's steps.
+        # 0 again: its steps (metrics, checkpoints, tokens) go on after the run's. A resume
+        # keeps the checkpoint's steps.
         if state.global_step > 0:
             self._offset = 0
         elif self._ended and session.run is not None:
@@ -148,7 +149,7 @@ class SQLTrackCallback(TrainerCallback, TracksARun):
                 session.link_initial_weights(
                     model.state_dict(), resumed=resumed, token=token, path=path
                 )
-            self._arm(model, state.global_step)
+            self._arm(model, state.global_step + self._offset)
 
     def on_step_end(
         self,
@@ -159,7 +160,9 @@ class SQLTrackCallback(TrainerCallback, TracksARun):
     ) -> None:
         armed = self._armed
         if armed is not None:
-            armed["step"] = state.global_step  # what config.json says if a save follows
+            armed["step"] = (
+                state.global_step + self._offset
+            )  # what config.json says if a save follows
 
     def on_log(
         self,
@@ -204,13 +207,13 @@ class SQLTrackCallback(TrainerCallback, TracksARun):
         self._report_removed()  # save_total_limit rotated folders away before on_save
         with self._session.guard("checkpoint", strict=False):
             token = self._session.register_checkpoint(
-                folder, model.state_dict(), state.global_step, token=self._armed
+                folder, model.state_dict(), state.global_step + self._offset, token=self._armed
             )
             self._checkpoints.add(folder)
             if os.path.isdir(folder):
                 with open(os.path.join(folder, SIDECAR), "w", encoding="utf-8") as file:
                     json.dump(token, file)
-        self._arm(model, state.global_step)
+        self._arm(model, state.global_step + self._offset)
 
     def on_train_end(
         self,
@@ -229,7 +232,11 @@ class SQLTrackCallback(TrainerCallback, TracksARun):
         if model is not None:
             with session.guard("checkpoint", strict=False):
                 session.register_checkpoint(
-                    None, model.state_dict(), state.global_step, kind="final", token=self._armed
+                    None,
+                    model.state_dict(),
+                    state.global_step + self._offset,
+                    kind="final",
+                    token=self._armed,
                 )
         session.end_training()
         session.finish(RunStatus.COMPLETED)
