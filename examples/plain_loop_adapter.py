@@ -25,11 +25,12 @@ import torch
 from torch import nn
 
 import sqltrack_core as sqltrack
-from sqltrack_core import RunStatus, provenance
+from sqltrack_core import provenance
 from sqltrack_core.errors import ConfigurationError, MetricTypeError, RunStateError, SQLTrackError
 from sqltrack_core.integration import (
     check_description,
     database_url,
+    status_for,
     to_loggable,
     to_params,
     warn_once,
@@ -136,12 +137,7 @@ class PlainLoopTracker:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if exc is None or (isinstance(exc, SystemExit) and exc.code in (0, None)):
-            status = RunStatus.COMPLETED
-        elif isinstance(exc, KeyboardInterrupt):
-            status = RunStatus.CANCELLED
-        else:
-            status = RunStatus.FAILED
+        status = status_for(exc)
         with self._guard("finish", strict=False):  # never replaces the loop's own exception
             if self.run is not None:
                 if self._model is not None:  # weights saved by hand later still link here

@@ -110,10 +110,7 @@ class RunProvenance:
             if _spool.is_spool(b):  # its row may be in the database only
                 _spool.defer_removal(b, str(self.uuid), text_path, removed_at)
 
-        if self._status is RunStatus.RUNNING:
-            self._writer.submit(Operation(write))
-        else:
-            self._write(write)
+        self._in_order(write)
 
     def register_fingerprints(
         self,
@@ -142,6 +139,11 @@ class RunProvenance:
                     )
                 raise
 
+        self._in_order(write)
+
+    def _in_order(self, write: Callable[[Backend, int], None]) -> None:
+        """Make `write` after what was logged before: queued while the run runs (never
+        waiting), made before this returns once it has finished (weights saved after it)."""
         if self._status is RunStatus.RUNNING:
             self._writer.submit(Operation(write))
         else:

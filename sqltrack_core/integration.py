@@ -17,6 +17,9 @@ the package's public API (`connect`, `Tracker`, `Run`, `RunStatus`, `provenance`
   at the start of training, ``run.link_from_token(token)`` when resuming from a file that
   carries one (``provenance.read_token`` reads it).
 
+``status_for(exc)`` says how a run ends after an exception (None: completed; KeyboardInterrupt:
+cancelled; ``SystemExit(0)``: completed; anything else: failed), as ``with run:`` does.
+
 Training must never stop for tracking: catch `sqltrack_core.errors.SQLTrackError` around
 these calls, except the `ConfigurationError`/`MetricTypeError` bad input raises, and tell the
 user once with `warn_once`.
@@ -30,9 +33,17 @@ from typing import Any
 from ._backends.base import check_scheme, pin_url, resolve_url
 from ._checks import check_description
 from ._json import jsonable, scalar
+from ._status import status_for
 from ._warn import warn_once
 
-__all__ = ["check_description", "database_url", "to_loggable", "to_params", "warn_once"]
+__all__ = [
+    "check_description",
+    "database_url",
+    "status_for",
+    "to_loggable",
+    "to_params",
+    "warn_once",
+]
 
 _PLAIN = (bool, int, float, str)
 
