@@ -11,6 +11,8 @@ from . import _json
 from .errors import ConfigurationError, MetricTypeError
 
 __all__ = [
+    "MAX_INT64",
+    "MIN_INT64",
     "check_description",
     "check_step",
     "check_tags",
@@ -19,7 +21,8 @@ __all__ = [
     "convert",
 ]
 
-_MIN_INT64, _MAX_INT64 = -(2**63), 2**63 - 1
+#: the range of a step (and of an int column): 64-bit signed
+MIN_INT64, MAX_INT64 = -(2**63), 2**63 - 1
 
 
 def convert(key: Any, value: Any) -> Any:
@@ -45,7 +48,7 @@ def check_step(step: Any) -> int:
     step = _json.scalar(step)
     if isinstance(step, bool) or not isinstance(step, int):
         raise MetricTypeError(f"step {step!r} is a {type(step).__name__}; expected an int")
-    if not _MIN_INT64 <= step <= _MAX_INT64:
+    if not MIN_INT64 <= step <= MAX_INT64:
         raise MetricTypeError(f"step {step!r} is out of range; expected a 64-bit integer")
     return int(step)
 

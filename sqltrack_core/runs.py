@@ -11,7 +11,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from . import _json, _process, _rows, _spool
-from ._checks import check_step, check_tags, check_timestamp, convert
+from ._checks import MAX_INT64, MIN_INT64, check_step, check_tags, check_timestamp, convert
 from ._process import active_runs
 from ._run_provenance import RunProvenance
 from ._status import RunStatus, status_for
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Run", "RunStatus", "active_runs"]
 
-_MIN_INT64, _MAX_INT64 = -(2**63), 2**63 - 1
 #: Value types `log` stores as they are (anything else, text too, goes through `convert`).
 _PLAIN_TYPES = frozenset((float, int, bool, type(None)))
 
@@ -179,7 +178,7 @@ class Run(RunProvenance):
                 break
         if step is None:
             step = self._next_step
-        elif type(step) is not int or not _MIN_INT64 <= step <= _MAX_INT64:
+        elif type(step) is not int or not MIN_INT64 <= step <= MAX_INT64:
             step = check_step(step)
         timestamp = time.time() if timestamp is None else check_timestamp(timestamp)
         if step >= self._next_step:
