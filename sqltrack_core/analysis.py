@@ -163,15 +163,7 @@ def metrics(b: Backend, ids: list[int], keys: Iterable[str] | None = None) -> pd
     arrays = {
         key: _column_array(values, columns[key][1], b.dialect) for key, values in stored.items()
     }
-    extras: dict[str, list[Any]] = {}
-    if raw[-1].count(None) < size:
-        for position, extra in enumerate(raw[-1]):
-            if extra is None:
-                continue
-            for key, value in _json.decode(extra).items():
-                if wanted is not None and key not in wanted:
-                    continue
-                extras.setdefault(key, [None] * size)[position] = value
+    extras = _extras(raw[-1], wanted)
     if wanted is None:  # keep only metrics these runs logged
         shown = [k for k in stored if k in extras or arrays[k] is not None]
         shown += [k for k in extras if k not in stored]
@@ -205,6 +197,21 @@ def metrics(b: Backend, ids: list[int], keys: Iterable[str] | None = None) -> pd
             data[label] = array
     df: pd.DataFrame = pd.DataFrame(data, copy=False)  # columns in insertion order
     return df
+
+
+def _extras(column: tuple[Any, ...], wanted: list[str] | None) -> dict[str, list[Any]]:
+    """Key -> its value at each row, from the ``extra`` JSON column (`wanted` keys only)."""
+    extras: dict[str, list[Any]] = {}
+    size = len(column)
+    if column.count(None) == size:
+        return extras
+    for position, extra in enumerate(column):
+        if extra is None:
+            continue
+        for key, value in _json.decode(extra).items():
+            if wanted is None or key in wanted:
+                extras.setdefault(key, [None] * size)[position] = value
+    return extras
 
 
 def _datetimes(values: tuple[Any, ...], dialect: Dialect) -> Any:
