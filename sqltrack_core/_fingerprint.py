@@ -12,7 +12,7 @@ from typing import Any
 
 from .errors import ConfigurationError
 
-__all__ = ["MIN_NUMEL", "TensorFingerprint", "fingerprint_state_dict"]
+__all__ = ["CAST_DTYPES", "MIN_NUMEL", "TensorFingerprint", "fingerprint_state_dict"]
 
 #: Tensors with fewer elements than this are skipped: scalars, counters such as BatchNorm's
 #: ``num_batches_tracked``, tiny biases. Their content says too little about where they came from.
@@ -25,6 +25,10 @@ _COPY_GROUP_BYTES = 256 * 2**20
 
 _DIGEST_SIZE = 16  # 128-bit BLAKE2b: collisions between unrelated weights are not a concern
 
+#: Dtypes that get cast keys. float64 does not: float64 -> bfloat16 rounds differently from
+#: float64 -> float32 -> bfloat16, so its copies would match by chance of the path taken.
+CAST_DTYPES = ("float32", "float16", "bfloat16")
+
 
 @dataclass(frozen=True)
 class TensorFingerprint:
@@ -33,6 +37,12 @@ class TensorFingerprint:
     `sampled` is True when only a deterministic strided subset of the elements was hashed
     (`fingerprint_state_dict(..., sample_above=N)`); such a hash only equals hashes taken with the
     same `sample_above`.
+
+    For float32, float16 and bfloat16 tensors two *cast keys* find the same weights in another
+    floating dtype (see `CAST_DTYPES`): `bf16_hash` hashes the elements cast to bfloat16, and
+    `bf16_via_fp16_hash` the elements cast to float16 and then to bfloat16 (None when that is
+    the same). Both leave the dtype out, so a bf16 or fp16 copy of fp32 weights (or an fp32
+    upcast of bf16 or fp16 ones) has a `bf16_hash` equal to one of its source's two keys.
     """
 
     name: str
@@ -41,6 +51,8 @@ class TensorFingerprint:
     shape: tuple[int, ...]
     numel: int
     sampled: bool = False
+    bf16_hash: str | None = None
+    bf16_via_fp16_hash: str | None = None
 
 
 @dataclass
@@ -220,6 +232,7 @@ def _digest(item: _Prepared) -> TensorFingerprint | None:
         if count < 2 or _constant(bits):
             return None  # constant: every init has it, so it says nothing
         buffer: Any = _torch_bytes(raw)
+        casts = _torch_bf16_bits(flat) if item.dtype in CAST_DTYPES else None
     else:
         import numpy as np
 
@@ -231,11 +244,67 @@ def _digest(item: _Prepared) -> TensorFingerprint | None:
         if count < 2 or _constant(bits):
             return None
         buffer = raw
+        casts = _numpy_bf16_bits(flat) if item.dtype in CAST_DTYPES else None
     sampled = item.stride > 1
-    header = f"{item.dtype}\0{','.join(map(str, item.shape))}\0{item.stride if sampled else 0}\0"
-    h = hashlib.blake2b(header.encode(), digest_size=_DIGEST_SIZE)
+    layout = f"{','.join(map(str, item.shape))}\0{item.stride if sampled else 0}\0"
+    h = hashlib.blake2b(f"{item.dtype}\0{layout}".encode(), digest_size=_DIGEST_SIZE)
     h.update(buffer)
-    return TensorFingerprint(item.name, h.hexdigest(), item.dtype, item.shape, item.numel, sampled)
+    keys: list[str | None] = [None, None]
+    for index, cast in enumerate(casts or ()):
+        if cast is not None:
+            keys[index] = _cast_key(layout, cast)
+    return TensorFingerprint(
+        item.name, h.hexdigest(), item.dtype, item.shape, item.numel, sampled, *keys
+    )
+
+
+def _cast_key(layout: str, bf16_bits: Any) -> str:
+    """The hash of bfloat16 elements (as a 1-D uint16/int16 numpy array), without a dtype.
+
+    SHA-256 here, not BLAKE2b: OpenSSL's runs about twice as fast on this, and cast keys are new,
+    so they need not equal any hash stored before."""
+    h = hashlib.sha256(f"bf16\0{layout}".encode())
+    h.update(bf16_bits)
+    return h.hexdigest()[: 2 * _DIGEST_SIZE]
+
+
+def _torch_bf16_bits(flat: Any) -> tuple[Any, Any]:
+    """`flat` (a contiguous float32/float16/bfloat16 CPU tensor) cast to bfloat16, and cast to
+    float16 and then bfloat16 (None where equal to the first), as int16 numpy arrays."""
+    import torch
+
+    direct = flat.to(torch.bfloat16).view(torch.int16)  # flat itself when it is bfloat16
+    via = flat.to(torch.float16).to(torch.bfloat16).view(torch.int16)
+    return _torch_bytes(direct), None if torch.equal(via, direct) else _torch_bytes(via)
+
+
+def _numpy_bf16_bits(flat: Any) -> tuple[Any, Any]:
+    """`_torch_bf16_bits` for numpy arrays (float32, float16, and ml_dtypes' bfloat16), in
+    numpy alone and bit for bit the same, so a Keras copy matches a torch one."""
+    import numpy as np
+
+    if flat.dtype.name == "bfloat16":
+        direct = flat.view(np.uint16)
+        wide = (direct.astype(np.uint32) << 16).view(np.float32)  # exact
+    else:
+        wide = flat.astype(np.float32)  # exact from float16
+        direct = _numpy_round_bf16(wide)
+    with np.errstate(over="ignore"):  # beyond float16's range is inf, as in torch
+        via = _numpy_round_bf16(wide.astype(np.float16).astype(np.float32))
+    return direct, None if np.array_equal(via, direct) else via
+
+
+def _numpy_round_bf16(wide: Any) -> Any:
+    """float32 elements rounded to bfloat16 (to nearest, ties to even, as torch does), as
+    uint16 bits. NaN becomes 0xFFFF, as in torch's vectorised cast."""
+    import numpy as np
+
+    bits = wide.view(np.uint32)
+    rounded = ((bits + (0x7FFF + ((bits >> 16) & 1))) >> 16).astype(np.uint16)
+    nan = (bits & 0x7FFFFFFF) > 0x7F800000
+    if nan.any():
+        rounded[nan] = 0xFFFF
+    return rounded
 
 
 #: element size -> the integer dtype of that width (the same name in torch and numpy)

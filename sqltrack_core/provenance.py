@@ -36,13 +36,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import _json
-from ._fingerprint import MIN_NUMEL, TensorFingerprint, fingerprint_state_dict
+from ._fingerprint import CAST_DTYPES, MIN_NUMEL, TensorFingerprint, fingerprint_state_dict
 from .errors import ConfigurationError
 
 if TYPE_CHECKING:
     from ._backends import Backend
 
 __all__ = [
+    "CAST_DTYPES",
     "CHECKPOINT_KINDS",
     "FINETUNE_FRACTION",
     "MIN_NUMEL",
@@ -125,10 +126,11 @@ def write_checkpoint(
 ) -> None:
     """Insert one checkpoint and its fingerprints in one transaction (on the writer thread).
 
-    `produced` is decided here, after this run's earlier writes: a hash is produced by the run
-    unless it is among the run's own 'initial' weights (under any name, so a key renamed between
-    load and save still counts as unchanged). Idempotent, so a retry after a lost connection is
-    harmless.
+    `produced` is decided here, after this run's earlier writes: a tensor is produced by the run
+    unless it is among the run's own 'initial' weights, under any name (a key renamed between
+    load and save still counts as unchanged) and in any floating dtype (a frozen layer saved in
+    bfloat16 from float32 initial weights is unchanged too: its `bf16_hash` is one of their cast
+    keys). Idempotent, so a retry after a lost connection is harmless.
     """
     with b.transaction():
         b.execute(
@@ -149,24 +151,14 @@ def write_checkpoint(
             b.sql("SELECT id FROM checkpoints WHERE uuid = ?"), (token["checkpoint_uuid"],)
         )
         checkpoint_id = rows[0][0]
-        initial: set[str] = set()
-        if kind != "initial":
-            _, rows = b.fetchall(
-                b.sql(
-                    "SELECT DISTINCT f.hash FROM tensor_fingerprints f "
-                    "JOIN checkpoints c ON c.id = f.checkpoint_id "
-                    "WHERE c.run_id = ? AND c.kind = 'initial'"
-                ),
-                (run_id,),
-            )
-            initial = {row[0] for row in rows}
+        initial = _initial_keys(b, run_id) if kind != "initial" else set()
         statement = b.sql(
-            "INSERT INTO tensor_fingerprints "
-            "(checkpoint_id, name, hash, dtype, shape, numel, sampled, produced) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (checkpoint_id, name) DO NOTHING"
+            "INSERT INTO tensor_fingerprints (checkpoint_id, name, hash, dtype, shape, numel, "
+            "sampled, produced, bf16_hash, bf16_via_fp16_hash) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (checkpoint_id, name) DO NOTHING"
         )
         for fp in fingerprints:
-            produced = kind != "initial" and fp.hash not in initial
+            unchanged = fp.hash in initial or (fp.bf16_hash is not None and fp.bf16_hash in initial)
             b.execute(
                 statement,
                 (
@@ -177,9 +169,35 @@ def write_checkpoint(
                     b.json_param(_json.dumps(list(fp.shape))),
                     fp.numel,
                     fp.sampled,
-                    produced,
+                    kind != "initial" and not unchanged,
+                    fp.bf16_hash,
+                    fp.bf16_via_fp16_hash,
                 ),
             )
+
+
+def _initial_keys(b: Backend, run_id: int) -> set[str]:
+    """Every exact hash and cast key of the run's 'initial' weights."""
+    _, rows = b.fetchall(
+        b.sql(
+            "SELECT f.hash, f.bf16_hash, f.bf16_via_fp16_hash FROM tensor_fingerprints f "
+            "JOIN checkpoints c ON c.id = f.checkpoint_id "
+            "WHERE c.run_id = ? AND c.kind = 'initial'"
+        ),
+        (run_id,),
+    )
+    return {key for row in rows for key in row if key is not None}
+
+
+@dataclass(frozen=True)
+class _Producer:
+    """The earliest checkpoint of another run that produced a tensor (by exact or cast key)."""
+
+    checkpoint_id: int
+    run_id: int
+    run_uuid: str
+    checkpoint_uuid: str
+    dtype: str
 
 
 @dataclass
@@ -187,75 +205,117 @@ class _Credit:
     run_uuid: str
     elements: int = 0
     tensors: int = 0
+    cast_elements: int = 0
+    casts: set[str] = field(default_factory=set)
     checkpoints: list[str] = field(default_factory=list)
+
+
+#: the columns a tensor is looked up by: its exact hash, then the two cast keys of other runs'
+#: tensors (a loaded tensor's `bf16_hash` equals one of them when it is a cast of that tensor)
+_KEY_COLUMNS = ("hash", "bf16_hash", "bf16_via_fp16_hash")
+
+
+def _producers(b: Backend, run_id: int, column: str, keys: set[str]) -> dict[str, _Producer]:
+    """For each of `keys`, the earliest produced tensor of another run whose `column` equals it
+    (lowest checkpoint id)."""
+    assert column in _KEY_COLUMNS  # a fixed column name, never user text
+    found: dict[str, _Producer] = {}
+    ordered = sorted(keys)
+    for start in range(0, len(ordered), _IN_CHUNK):
+        chunk = ordered[start : start + _IN_CHUNK]
+        placeholders = ", ".join("?" for _ in chunk)  # only "?" marks: the values are bound
+        _, rows = b.fetchall(
+            b.sql(
+                f"SELECT f.{column}, c.id, c.run_id, r.uuid, c.uuid, f.dtype "
+                "FROM tensor_fingerprints f JOIN checkpoints c ON c.id = f.checkpoint_id "
+                "JOIN runs r ON r.id = c.run_id "
+                f"WHERE f.produced AND c.run_id <> ? AND f.{column} IN ({placeholders})"
+            ),
+            (run_id, *chunk),
+        )
+        for key, checkpoint_id, producer, run_uuid, checkpoint_uuid, dtype in rows:
+            best = found.get(key)
+            if best is None or checkpoint_id < best.checkpoint_id:
+                found[key] = _Producer(
+                    checkpoint_id, int(producer), str(run_uuid), str(checkpoint_uuid), str(dtype)
+                )
+    return found
+
+
+def _cast_producers(
+    b: Backend, run_id: int, fingerprints: Sequence[TensorFingerprint]
+) -> dict[str, _Producer]:
+    """By `bf16_hash`: the earliest producer among other runs' tensors of which it is a cast."""
+    keys = {fp.bf16_hash for fp in fingerprints if fp.bf16_hash is not None}
+    found: dict[str, _Producer] = {}
+    for column in _KEY_COLUMNS[1:]:
+        for key, producer in _producers(b, run_id, column, keys).items():
+            best = found.get(key)
+            if best is None or producer.checkpoint_id < best.checkpoint_id:
+                found[key] = producer
+    return found
 
 
 def infer_links(
     b: Backend, run_id: int, fingerprints: Sequence[TensorFingerprint]
 ) -> list[InferredLink]:
-    """Match `fingerprints` against the hashes other runs produced; return one link per parent.
+    """Match `fingerprints` against the tensors other runs produced; return one link per parent.
 
-    Each tensor is credited to the run whose checkpoint produced that exact hash first (the
-    lowest checkpoint id), so a tensor passed on unchanged credits its producer, not the runs
-    that merely carried it. Reads only; the caller writes the links.
+    Each tensor is credited to the run whose checkpoint produced it first (the lowest checkpoint
+    id), so a tensor passed on unchanged credits its producer, not the runs that merely carried
+    it. A tensor is matched by its exact hash; one that matches nothing exactly is matched by
+    its `bf16_hash` against other runs' cast keys (weights loaded in another floating dtype),
+    and the link's evidence counts those elements and names the casts (``"float32->bfloat16"``).
+    Reads only; the caller writes the links.
     """
     total_elements = sum(fp.numel for fp in fingerprints)
     if not total_elements:
         return []
-    producers: dict[str, tuple[int, int, str, str]] = {}  # hash -> (ckpt id, run, uuids)
-    hashes = sorted({fp.hash for fp in fingerprints})
-    for start in range(0, len(hashes), _IN_CHUNK):
-        chunk = hashes[start : start + _IN_CHUNK]
-        placeholders = ", ".join("?" for _ in chunk)  # only "?" marks: the values are bound
-        _, rows = b.fetchall(
-            b.sql(
-                "SELECT f.hash, c.id, c.run_id, r.uuid, c.uuid FROM tensor_fingerprints f "
-                "JOIN checkpoints c ON c.id = f.checkpoint_id JOIN runs r ON r.id = c.run_id "
-                f"WHERE f.produced AND c.run_id <> ? AND f.hash IN ({placeholders})"
-            ),
-            (run_id, *chunk),
-        )
-        for hash_, checkpoint_id, producer, run_uuid, checkpoint_uuid in rows:
-            best = producers.get(hash_)
-            if best is None or checkpoint_id < best[0]:
-                producers[hash_] = (
-                    checkpoint_id,
-                    int(producer),
-                    str(run_uuid),
-                    str(checkpoint_uuid),
-                )
+    exact = _producers(b, run_id, "hash", {fp.hash for fp in fingerprints})
+    cast = _cast_producers(b, run_id, [fp for fp in fingerprints if fp.hash not in exact])
     credits: dict[int, _Credit] = {}
     for fp in fingerprints:
-        found = producers.get(fp.hash)
+        found = exact.get(fp.hash)
+        by_cast = found is None and fp.bf16_hash is not None
+        if by_cast:
+            found = cast.get(str(fp.bf16_hash))
         if found is None:
             continue
-        _, producer, run_uuid, checkpoint_uuid = found
-        credit = credits.setdefault(producer, _Credit(run_uuid))
+        credit = credits.setdefault(found.run_id, _Credit(found.run_uuid))
         credit.elements += fp.numel
         credit.tensors += 1
-        if checkpoint_uuid not in credit.checkpoints:
-            credit.checkpoints.append(checkpoint_uuid)
-    links = []
-    for producer, credit in credits.items():
-        fraction = credit.elements / total_elements
-        links.append(
-            InferredLink(
-                "finetuned_from" if fraction >= FINETUNE_FRACTION else "initialized_from",
-                producer,
-                credit.run_uuid,
-                {
-                    "method": "fingerprint",
-                    "fraction": round(fraction, 6),
-                    "elements_matched": credit.elements,
-                    "elements_total": total_elements,
-                    "tensors_matched": credit.tensors,
-                    "tensors_total": len(fingerprints),
-                    "checkpoint_uuids": credit.checkpoints,
-                },
-            )
-        )
+        if by_cast:
+            credit.cast_elements += fp.numel
+            # the same dtype twice is a round trip: "float32->float32" went through bfloat16
+            credit.casts.add(f"{found.dtype}->{fp.dtype}")
+        if found.checkpoint_uuid not in credit.checkpoints:
+            credit.checkpoints.append(found.checkpoint_uuid)
+    links = [
+        _link(producer, credit, total_elements, len(fingerprints))
+        for producer, credit in credits.items()
+    ]
     links.sort(key=lambda link: (-link.evidence["fraction"], link.run_id))
     return links
+
+
+def _link(producer: int, credit: _Credit, total_elements: int, total_tensors: int) -> InferredLink:
+    fraction = credit.elements / total_elements
+    return InferredLink(
+        "finetuned_from" if fraction >= FINETUNE_FRACTION else "initialized_from",
+        producer,
+        credit.run_uuid,
+        {
+            "method": "fingerprint",
+            "fraction": round(fraction, 6),
+            "elements_matched": credit.elements,
+            "elements_total": total_elements,
+            "tensors_matched": credit.tensors,
+            "tensors_total": total_tensors,
+            "elements_matched_by_cast": credit.cast_elements,
+            "casts": sorted(credit.casts),
+            "checkpoint_uuids": credit.checkpoints,
+        },
+    )
 
 
 def resumed_kind(links: list[InferredLink], resumed: bool) -> list[InferredLink]:
@@ -290,12 +350,15 @@ def read_fingerprints(b: Backend, checkpoint_uuid: str) -> list[TensorFingerprin
     """The fingerprints registered with a checkpoint, by its UUID."""
     _, rows = b.fetchall(
         b.sql(
-            "SELECT f.name, f.hash, f.dtype, f.shape, f.numel, f.sampled FROM tensor_fingerprints f "
+            "SELECT f.name, f.hash, f.dtype, f.shape, f.numel, f.sampled, f.bf16_hash, "
+            "f.bf16_via_fp16_hash FROM tensor_fingerprints f "
             "JOIN checkpoints c ON c.id = f.checkpoint_id WHERE c.uuid = ? ORDER BY f.name"
         ),
         (checkpoint_uuid,),
     )
     return [
-        TensorFingerprint(name, hash_, dtype, tuple(_json.decode(shape)), int(numel), bool(s))
-        for name, hash_, dtype, shape, numel, s in rows
+        TensorFingerprint(
+            name, hash_, dtype, tuple(_json.decode(shape)), int(numel), bool(s), bf16, via
+        )
+        for name, hash_, dtype, shape, numel, s, bf16, via in rows
     ]

@@ -28,8 +28,9 @@ def train(model: Any, only: Callable[[str], bool] = lambda name: True, seed: int
         p.requires_grad_(only(name))
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=0.1)
+    dtype = next(model.parameters()).dtype  # a bfloat16 model trains on bfloat16 inputs
     for _ in range(3):
-        x = torch.randn(16, 32)
+        x = torch.randn(16, 32).to(dtype)
         loss = model(x).pow(2).mean()
         opt.zero_grad()
         loss.backward()
