@@ -156,16 +156,24 @@ class RunProvenance:
         sample_above: int | None = None,
         resumed: bool = False,
         infer: bool = True,
+        token: Mapping[str, Any] | None = None,
     ) -> list[InferredLink]:
         """Record `state_dict` as this run's initial weights and link the runs they came from.
 
         Call it once the model holds the weights it starts from. Each fingerprinted tensor is
-        credited to the earliest other run that produced (changed) it; a run credited with at
-        least half of the elements becomes ``finetuned_from`` (``resumed_from`` if `resumed`:
-        the optimizer and loop state were restored too), any other ``initialized_from``, with
-        the fraction in the link's evidence. Fresh weights link nothing. With ``infer=False``
-        the weights are only recorded, for a caller that knows the parent from a token. Unlike
-        the other writes this waits: it reads the registry.
+        credited to the earliest other run that produced (changed) it, exactly or through a cast
+        to another floating dtype (see `provenance.infer_links`); a run credited with at least
+        half of the elements becomes ``finetuned_from`` (``resumed_from`` if `resumed`: the
+        optimizer and loop state were restored too), any other ``initialized_from``, with the
+        fraction in the link's evidence. Fresh weights link nothing. With ``infer=False`` the
+        weights are only recorded, for a caller that knows the parent from a token. Unlike the
+        other writes this waits: it reads the registry.
+
+        `token` is the token of the checkpoint the weights were loaded from, when the caller
+        has it (as `register_checkpoint` returned it): the link to its run is then made by
+        token, with the checkpoint and step, and with the fingerprints' fraction and kind when
+        they credit that run too (else ``finetuned_from``, or ``resumed_from``). A token whose
+        run is not in this database is ignored: the fingerprints decide.
 
         Example::
 
@@ -173,20 +181,31 @@ class RunProvenance:
             links = run.link_from_weights(model.state_dict())  # [InferredLink('finetuned_from', ...)]
 
         Raises:
-            ConfigurationError: `state_dict` is not a mapping.
+            ConfigurationError: `state_dict` is not a mapping, or `token` is not a token.
             DatabaseError: the registry could not be read.
         """
         fingerprints = provenance.fingerprint_state_dict(state_dict, sample_above=sample_above)
-        return self.link_from_fingerprints(fingerprints, resumed=resumed, infer=infer)
+        return self.link_from_fingerprints(fingerprints, resumed=resumed, infer=infer, token=token)
 
     def link_from_fingerprints(
-        self, fingerprints: Sequence[TensorFingerprint], *, resumed: bool, infer: bool = True
+        self,
+        fingerprints: Sequence[TensorFingerprint],
+        *,
+        resumed: bool,
+        infer: bool = True,
+        token: Mapping[str, Any] | None = None,
     ) -> list[InferredLink]:
         """`link_from_weights` for weights fingerprinted already (on the training thread)."""
-        token = provenance.checkpoint_token(self.uuid, uuid_module.uuid4(), None)
+        loaded = None if token is None else _parse_token(token)
+        initial = provenance.checkpoint_token(self.uuid, uuid_module.uuid4(), None)
         self._write(
             lambda b, run_id: provenance.write_checkpoint(
-                b, run_id=run_id, token=token, path=None, kind="initial", fingerprints=fingerprints
+                b,
+                run_id=run_id,
+                token=initial,
+                path=None,
+                kind="initial",
+                fingerprints=fingerprints,
             )
         )
         if not infer:
@@ -197,12 +216,18 @@ class RunProvenance:
                 raise DatabaseUnavailableError(f"run {self.uuid} has not reached its database")
             with tracker._lock:
                 links = provenance.infer_links(tracker.backend, self.id, fingerprints)
+                if loaded is not None:
+                    links = provenance.with_token(tracker.backend, links, loaded)
         except DatabaseUnavailableError:
+            if loaded is not None:  # the token says enough; nothing to infer later
+                kind = "resumed_from" if resumed else "finetuned_from"
+                return [self.link_from_token(loaded, kind=kind)]
+
             # The registry is in the database: match once it answers, after these weights
             # are written (in order, by the writer, or by `sqltrack sync` from the spool).
             def deferred(b: Backend, run_id: int) -> None:
                 if _spool.is_spool(b):
-                    _spool.defer_inference(b, str(self.uuid), token["checkpoint_uuid"], resumed)
+                    _spool.defer_inference(b, str(self.uuid), initial["checkpoint_uuid"], resumed)
                 else:
                     provenance.infer_and_link(b, run_id, fingerprints, resumed=resumed)
 
@@ -228,12 +253,7 @@ class RunProvenance:
             ConfigurationError: `token` is not a checkpoint token, or a bad `kind`.
             NotFoundError: the token's run is not in this database.
         """
-        parsed = provenance.read_token(token)
-        if parsed is None:
-            raise ConfigurationError(
-                f"token {token!r:.120} is not a sqltrack checkpoint token; expected "
-                "{'run_uuid': ..., 'checkpoint_uuid': ..., 'step': ...} from register_checkpoint()"
-            )
+        parsed = _parse_token(token)
         if kind not in _TOKEN_LINK_KINDS:
             raise ConfigurationError(
                 f"link kind {kind!r} is not one of {', '.join(map(repr, _TOKEN_LINK_KINDS))}"
@@ -242,11 +262,16 @@ class RunProvenance:
             to_id: int | None = self._tracker.run_id(parsed["run_uuid"])
         except DatabaseUnavailableError:
             to_id = None  # linked by UUID when the database answers
-        evidence = {
-            "method": "token",
-            "checkpoint_uuid": parsed["checkpoint_uuid"],
-            "step": parsed["step"],
-            "path": None if path is None else os.fspath(path),
-        }
+        evidence = provenance.token_evidence(parsed, path)
         self.link(kind, parsed["run_uuid"], evidence)
         return provenance.InferredLink(kind, to_id, parsed["run_uuid"], evidence)
+
+
+def _parse_token(token: Mapping[str, Any]) -> dict[str, Any]:
+    parsed = provenance.read_token(token)
+    if parsed is None:
+        raise ConfigurationError(
+            f"token {token!r:.120} is not a sqltrack checkpoint token; expected "
+            "{'run_uuid': ..., 'checkpoint_uuid': ..., 'step': ...} from register_checkpoint()"
+        )
+    return parsed

@@ -30,6 +30,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import os
 import uuid as uuid_module
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -316,6 +317,36 @@ def _link(producer: int, credit: _Credit, total_elements: int, total_tensors: in
             "checkpoint_uuids": credit.checkpoints,
         },
     )
+
+
+def token_evidence(token: Mapping[str, Any], path: Any = None) -> dict[str, Any]:
+    """The evidence of a link made by `token` (a checkpoint token) to the run that wrote it."""
+    return {
+        "method": "token",
+        "checkpoint_uuid": token["checkpoint_uuid"],
+        "step": token["step"],
+        "path": None if path is None else os.fspath(path),
+    }
+
+
+def with_token(
+    b: Backend, links: list[InferredLink], token: Mapping[str, Any]
+) -> list[InferredLink]:
+    """`links`, with the link to the run of `token` (the checkpoint the weights were loaded
+    from) made by token: its kind and fraction from the fingerprints when they credit that run,
+    else ``finetuned_from`` (`resumed_kind` may make it ``resumed_from``). Unchanged if that
+    run is not in this database."""
+    run_uuid = str(token["run_uuid"])
+    found = next((link for link in links if link.run_uuid == run_uuid), None)
+    if found is None:
+        _, rows = b.fetchall(b.sql("SELECT id FROM runs WHERE uuid = ?"), (run_uuid,))
+        if not rows:
+            return links
+        found = InferredLink("finetuned_from", int(rows[0][0]), run_uuid)
+    evidence = {**found.evidence, **token_evidence(token)}
+    return [link for link in links if link is not found] + [
+        dataclasses.replace(found, evidence=evidence)
+    ]
 
 
 def resumed_kind(links: list[InferredLink], resumed: bool) -> list[InferredLink]:

@@ -211,7 +211,8 @@ def test_ctrl_c_ends_the_run_cancelled(db_url: str, tmp_path: Path) -> None:
 def test_load_from_checkpoint_with_a_new_head_links_finetuned_from(
     db_url: str, tmp_path: Path
 ) -> None:
-    """Verify Model.load_from_checkpoint plus a new head links finetuned_from by fingerprint."""
+    """Verify Model.load_from_checkpoint plus a new head links finetuned_from by the token the
+    checkpoint carries, with the fingerprints' fraction."""
     base, path = pretrain(tmp_path, db_url)
     model = TinyModel.load_from_checkpoint(path)
     model.head = torch.nn.Linear(16, 3)  # a new task
@@ -219,7 +220,12 @@ def test_load_from_checkpoint_with_a_new_head_links_finetuned_from(
     found = links(db_url, logger.run_id)
     assert list(found) == [("finetuned_from", base.run_id)]
     evidence = found[("finetuned_from", base.run_id)]
-    assert evidence["method"] == "fingerprint" and 0.5 <= evidence["fraction"] < 1.0
+    token = torch.load(path, weights_only=True)["sqltrack"]
+    assert evidence["method"] == "token" and 0.5 <= evidence["fraction"] < 1.0
+    assert (evidence["checkpoint_uuid"], evidence["step"]) == (
+        token["checkpoint_uuid"],
+        token["step"],
+    )
 
 
 def test_resume_from_ckpt_path_makes_a_new_run_linked_resumed_from(

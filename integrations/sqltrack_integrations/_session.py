@@ -183,14 +183,18 @@ class RunSession:
         token: Mapping[str, Any] | None = None,
         path: str | None = None,
     ) -> None:
-        """Record the weights training starts from, and link where they came from: by `token`
-        (``resumed_from``) when a checkpoint's token is known, else by fingerprints."""
+        """Record the weights training starts from, and link where they came from: a resume
+        with its checkpoint's `token` links ``resumed_from`` by token alone; otherwise the
+        fingerprints decide, and a `token` of the checkpoint the weights were loaded from
+        (Lightning's ``load_from_checkpoint``) makes the link to its run by token."""
         fingerprints = provenance.fingerprint_state_dict(state_dict, sample_above=self.sample_above)
 
         def write(run: Run) -> None:
-            if token is not None:
+            if token is not None and resumed:
                 run.link_from_token(token, kind="resumed_from", path=path)
-            run.link_from_fingerprints(fingerprints, resumed=resumed, infer=token is None)
+                run.link_from_fingerprints(fingerprints, resumed=True, infer=False)
+            else:
+                run.link_from_fingerprints(fingerprints, resumed=resumed, token=token)
 
         self.do("provenance", write)
 

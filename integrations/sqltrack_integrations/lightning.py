@@ -19,7 +19,14 @@ How the pieces meet (the verified Lightning facts are in docs/design/lightning-i
   Trainer. At setup it wraps the strategy's CheckpointIO in `_TokenCheckpointIO`, which
   fingerprints and registers every checkpoint Lightning saves (``save_weights_only`` and
   ``last.ckpt`` included) and embeds the token, and which reads the token back on
-  ``fit(ckpt_path=...)``. At fit start the module's weights are matched against the registry.
+  ``fit(ckpt_path=...)``. At fit start the module's weights are matched against the registry
+  (after a ``bf16-true`` or ``16-true`` cast: the cast keys find fp32 parents).
+- ``Module.load_from_checkpoint(path)`` shows the checkpoint dict to the module's own
+  ``on_load_checkpoint`` alone (no Trainer, callback or CheckpointIO takes part), so importing
+  this module wraps Lightning's default of that hook (a no-op): it keeps the checkpoint's token
+  on the module, and the next fit links to the token's run by token, whatever cast comes after.
+  A module that overrides the hook without calling ``super()`` keeps no token; its weights still
+  link it by fingerprint.
 - A database that cannot be reached never stops training: the logger warns, and the core's
   offline path spools what is logged and writes it all when the database answers.
 """
@@ -36,6 +43,7 @@ from typing import Any
 from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.core.hooks import CheckpointHooks
 from lightning.pytorch.loggers import CSVLogger, Logger
 from lightning.pytorch.utilities import rank_zero_only
 from typing_extensions import override
@@ -55,6 +63,8 @@ _FINAL_STATUS = {
     "finished": RunStatus.CANCELLED,
 }
 _TOKEN_KEY = "sqltrack"  # where the token lives in a Lightning checkpoint dict
+#: the module attribute that keeps the token of the checkpoint it was loaded from, until a fit
+_LOADED_TOKEN = "_sqltrack_loaded_token"
 _UNSAFE_PATH_CHARS = re.compile(r"[^A-Za-z0-9._=+-]+")
 #: Every SQLTrackLogger alive in this process: `callbacks_factory` adds the callback only while
 #: there is one (Lightning prints a line for each callback an entry point adds).
@@ -301,7 +311,9 @@ class SQLTrackLogger(CSVLogger, TracksARun):
 
     def fit_started(self, trainer: Trainer, module: LightningModule) -> None:
         """At fit start: link the run to where the module's starting weights came from (once
-        per run)."""
+        per run): a resume by its checkpoint's token, weights from ``load_from_checkpoint`` by
+        theirs, anything else by fingerprints."""
+        loaded = vars(module).pop(_LOADED_TOKEN, None)  # consumed by this fit, whatever it is
         ckpt_path = trainer.ckpt_path
         token, loaded_path = self._loaded if self._loaded is not None else (None, None)
         if ckpt_path is None:
@@ -316,6 +328,8 @@ class SQLTrackLogger(CSVLogger, TracksARun):
             self._fit_started = True
             if token is not None and token["run_uuid"] == str(session.uuid):
                 return  # resuming this very run (run=...)
+            if ckpt_path is None and loaded is not None and loaded["run_uuid"] != str(session.uuid):
+                token = loaded  # weights from load_from_checkpoint of another run's checkpoint
             session.link_initial_weights(
                 module.state_dict(),
                 resumed=ckpt_path is not None,
@@ -449,3 +463,28 @@ def callbacks_factory() -> list[Callback]:
     made after its Trainer, ``trainer.logger = SQLTrackLogger()``, is caught by ``log_graph``.)
     """
     return [SQLTrackCallback()] if _LOGGERS else []
+
+
+def _keep_loaded_tokens() -> None:
+    """Wrap Lightning's default ``on_load_checkpoint`` (a no-op) so that it keeps the token of
+    the checkpoint on the module (see the module docstring). Once per process; not with
+    `functools.wraps`, so that Lightning's `is_overridden` still sees the default as such."""
+    default = CheckpointHooks.on_load_checkpoint
+    if getattr(default, "_sqltrack_keeps_tokens", False):
+        return
+
+    def on_load_checkpoint(self: Any, checkpoint: dict[str, Any]) -> None:
+        token = (
+            provenance.read_token(checkpoint.get(_TOKEN_KEY))
+            if isinstance(checkpoint, Mapping)
+            else None
+        )
+        vars(self)[_LOADED_TOKEN] = token  # None drops a token from an earlier load
+        default(self, checkpoint)
+
+    on_load_checkpoint.__doc__ = default.__doc__
+    on_load_checkpoint._sqltrack_keeps_tokens = True  # type: ignore[attr-defined]
+    setattr(CheckpointHooks, "on_load_checkpoint", on_load_checkpoint)  # noqa: B010
+
+
+_keep_loaded_tokens()
