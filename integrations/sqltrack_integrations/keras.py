@@ -222,7 +222,7 @@ class SQLTrackKerasCallback(TracksARun):
         session = self._session
         with session.guard("checkpoint", strict=False):
             absolute = os.path.abspath(path)
-            token = session.register_checkpoint(absolute, _weights(self.model), self._step)
+            token = session.register_checkpoint(absolute, _saved_weights(self.model), self._step)
             write_keras_token(absolute, token)
 
 
@@ -243,6 +243,23 @@ def _weights(model: Any) -> dict[str, Any]:
     return {
         f"{index}:{variable.path}": _numpy(variable) for index, variable in enumerate(model.weights)
     }
+
+
+def _saved_weights(model: Any) -> dict[str, Any]:
+    """What Keras writes into a file for the model: each layer's ``save_own_variables``, which
+    for a LoRA-enabled layer is its kernel merged with the adapters (and no adapters: loading
+    sets them to zero), so that a run that loads the file finds the weights registered for it.
+    Falls back to the variables for a layer Keras cannot walk."""
+    walk = getattr(model, "_flatten_layers", None)
+    if walk is None:
+        return _weights(model)
+    saved: dict[str, Any] = {}
+    for index, layer in enumerate(walk(include_self=True, recursive=True)):
+        store: dict[str, Any] = {}
+        layer.save_own_variables(store)
+        for key, value in store.items():
+            saved[f"{index}:{getattr(layer, 'path', layer.name)}/{key}"] = _numpy(value)
+    return saved
 
 
 def _numpy(variable: Any) -> Any:
