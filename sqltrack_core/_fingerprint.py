@@ -72,6 +72,7 @@ def fingerprint_state_dict(
     *,
     min_numel: int = MIN_NUMEL,
     sample_above: int | None = None,
+    cast_keys: bool = True,
 ) -> list[TensorFingerprint]:
     """Hash each tensor of `state_dict` (torch tensors of any dtype, numpy arrays).
 
@@ -84,6 +85,9 @@ def fingerprint_state_dict(
         min_numel: the smallest tensor that is hashed.
         sample_above: when set, a tensor with more elements than this hashes only about
             `sample_above` of them, taken at a fixed stride, and is flagged `sampled`.
+        cast_keys: compute the cast keys of float32, float16 and bfloat16 tensors (about
+            doubling the cost; see bench_fingerprint.py); without them, weights link only in
+            the dtype they were registered in.
 
     Example::
 
@@ -107,7 +111,7 @@ def fingerprint_state_dict(
     in_flight: deque[Future[TensorFingerprint | None]] = deque()
     with ThreadPoolExecutor(_HASH_THREADS, thread_name_prefix="sqltrack-hash") as pool:
         for item in _hashable(_prepare_all(state_dict, min_numel, sample_above)):
-            in_flight.append(pool.submit(_digest, item))
+            in_flight.append(pool.submit(_digest, item, cast_keys))
             if len(in_flight) >= 2 * _HASH_THREADS:
                 _collect(in_flight.popleft(), results)
         while in_flight:
@@ -219,7 +223,7 @@ def _drain(group: list[tuple[_Prepared, Any]]) -> Iterator[_Prepared]:
         yield item
 
 
-def _digest(item: _Prepared) -> TensorFingerprint | None:
+def _digest(item: _Prepared, cast_keys: bool) -> TensorFingerprint | None:
     data = item.data
     if type(data).__module__.split(".", 1)[0] == "torch":
         import torch
@@ -232,7 +236,7 @@ def _digest(item: _Prepared) -> TensorFingerprint | None:
         if count < 2 or _constant(bits):
             return None  # constant: every init has it, so it says nothing
         buffer: Any = _torch_bytes(raw)
-        casts = _torch_bf16_bits(flat) if item.dtype in CAST_DTYPES else None
+        casts = _torch_bf16_bits(flat) if cast_keys and item.dtype in CAST_DTYPES else None
     else:
         import numpy as np
 
@@ -244,33 +248,35 @@ def _digest(item: _Prepared) -> TensorFingerprint | None:
         if count < 2 or _constant(bits):
             return None
         buffer = raw
-        casts = _numpy_bf16_bits(flat) if item.dtype in CAST_DTYPES else None
+        casts = _numpy_bf16_bits(flat) if cast_keys and item.dtype in CAST_DTYPES else None
     sampled = item.stride > 1
     layout = f"{','.join(map(str, item.shape))}\0{item.stride if sampled else 0}\0"
     h = hashlib.blake2b(f"{item.dtype}\0{layout}".encode(), digest_size=_DIGEST_SIZE)
     h.update(buffer)
-    keys: list[str | None] = [None, None]
-    for index, cast in enumerate(casts or ()):
-        if cast is not None:
-            keys[index] = _cast_key(layout, cast)
+    exact = h.hexdigest()
+    bf16_hash = via_fp16_hash = None
+    if casts is not None:
+        direct, via = casts
+        # a bfloat16 tensor is its own cast: its cast key is its exact hash
+        bf16_hash = exact if item.dtype == "bfloat16" else _cast_key(layout, direct)
+        via_fp16_hash = None if via is None else _cast_key(layout, via)
     return TensorFingerprint(
-        item.name, h.hexdigest(), item.dtype, item.shape, item.numel, sampled, *keys
+        item.name, exact, item.dtype, item.shape, item.numel, sampled, bf16_hash, via_fp16_hash
     )
 
 
 def _cast_key(layout: str, bf16_bits: Any) -> str:
-    """The hash of bfloat16 elements (as a 1-D uint16/int16 numpy array), without a dtype.
-
-    SHA-256 here, not BLAKE2b: OpenSSL's runs about twice as fast on this, and cast keys are new,
-    so they need not equal any hash stored before."""
-    h = hashlib.sha256(f"bf16\0{layout}".encode())
+    """The hash bfloat16 elements (a 1-D 16-bit numpy array of their bits) would have as a
+    bfloat16 tensor of this shape and sampling: a cast key is the exact hash of the cast."""
+    h = hashlib.blake2b(f"bfloat16\0{layout}".encode(), digest_size=_DIGEST_SIZE)
     h.update(bf16_bits)
-    return h.hexdigest()[: 2 * _DIGEST_SIZE]
+    return h.hexdigest()
 
 
 def _torch_bf16_bits(flat: Any) -> tuple[Any, Any]:
     """`flat` (a contiguous float32/float16/bfloat16 CPU tensor) cast to bfloat16, and cast to
-    float16 and then bfloat16 (None where equal to the first), as int16 numpy arrays."""
+    float16 and then bfloat16 (None where equal to the first), as int16 numpy arrays (views:
+    nothing is hashed for a bfloat16 `flat` cast to itself)."""
     import torch
 
     direct = flat.to(torch.bfloat16).view(torch.int16)  # flat itself when it is bfloat16

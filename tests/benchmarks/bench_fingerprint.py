@@ -4,7 +4,9 @@ Measured on CPU tensors (this script does not use a GPU), as medians over ``--re
 
 - ``fingerprint_state_dict`` throughput in GB/s over a synthetic state dict of ``--mb`` MB
   (tensors of 4M elements), for float32 and bfloat16, full and sampled
-  (``sample_above=65536``: each tensor hashes ~64k elements at a fixed stride);
+  (``sample_above=65536``: each tensor hashes ~64k elements at a fixed stride), with the cast
+  keys that let a bf16/fp16 copy find its fp32 source (the default since issue 14) and without
+  them (``cast_keys=False``: exact hashes only, as before), and what the keys add;
 - a checkpoint save: ``torch.save`` of the state dict to a file in a temporary directory, with
   and without ``run.register_checkpoint`` before it (fingerprints on the caller's thread, the
   registry written by the run's writer, off the caller's thread), on SQLite; the extra time is
@@ -77,11 +79,16 @@ def main() -> None:
         size = nbytes(tensors)
         fingerprint_state_dict(tensors)  # warm-up
         for label, sample in (("full", None), ("sampled (64k elements/tensor)", 65536)):
-            seconds = median_seconds(
-                lambda t=tensors, s=sample: fingerprint_state_dict(t, sample_above=s),
-                args.repeat,
+            exact, cast = (
+                median_seconds(
+                    lambda t=tensors, s=sample, c=keys: fingerprint_state_dict(
+                        t, sample_above=s, cast_keys=c
+                    ),
+                    args.repeat,
+                )
+                for keys in (False, True)
             )
-            rows.append((str(dtype).removeprefix("torch."), label, size, seconds))
+            rows.append((str(dtype).removeprefix("torch."), label, size, exact, cast))
 
     tensors = state_dict(args.mb, torch.float32)
     with tempfile.TemporaryDirectory() as folder:
@@ -116,12 +123,16 @@ def main() -> None:
     )
     print(f"- date: {dt.datetime.fromtimestamp(started, dt.timezone.utc):%Y-%m-%d %H:%M} UTC")
     print(f"- command: `python {' '.join(sys.argv)}`; medians of {args.repeat}\n")
-    print("| dtype | mode | state dict (MB) | time (s) | throughput (GB/s) |")
-    print("|---|---|---:|---:|---:|")
-    for dtype_name, label, size, seconds in rows:
+    print(
+        "| dtype | mode | state dict (MB) | exact only (s) | with cast keys (s) "
+        "| cast keys add | throughput with cast keys (GB/s) |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for dtype_name, label, size, exact, cast in rows:
         print(
-            f"| {dtype_name} | {label} | {size / 2**20:,.0f} | {seconds:.3f} | "
-            f"{size / seconds / 1e9:.2f} |"
+            f"| {dtype_name} | {label} | {size / 2**20:,.0f} | {exact:.3f} | {cast:.3f} | "
+            f"{cast - exact:+.3f} s ({(cast / exact - 1) * 100:+.0f}%) | "
+            f"{size / cast / 1e9:.2f} |"
         )
     print()
     print("| checkpoint save (float32) | time (s) |")
