@@ -330,3 +330,41 @@ def test_numpy_weights_link_through_a_cast(tracker: sqltrack.Tracker, tmp_path: 
     with tracker.start_run("keras-like") as run:
         links = run.link_from_weights(arrays)
     assert [(link.kind, link.run_id) for link in links] == [("finetuned_from", base_id)]
+
+
+# -- what is not recognised (README: "What a link survives") ---------------------------------
+
+
+def test_quantised_merged_and_float64_weights_link_only_what_is_unchanged(
+    tracker: sqltrack.Tracker, tmp_path: Path
+) -> None:
+    """Verify the documented outcomes: an int8-quantised layer and a layer with a LoRA update
+    merged into it credit nobody while the untouched layers keep crediting the base with
+    their fraction; a float64 copy of the weights links nothing."""
+    base, base_id, _ = pretrain(tracker, tmp_path)
+    weights_of = state(base)
+    quantised = dict(weights_of)
+    scale = weights_of["0.weight"].abs().max() / 127
+    quantised["0.weight"] = torch.round(weights_of["0.weight"] / scale).to(torch.int8)
+    merged = dict(weights_of)
+    generator = torch.Generator().manual_seed(4)
+    lora_a, lora_b = (
+        torch.randn(2, 32, generator=generator),
+        torch.randn(64, 2, generator=generator),
+    )
+    merged["0.weight"] = weights_of["0.weight"] + 0.01 * lora_b @ lora_a
+    for name, changed in (("quantised", quantised), ("merged", merged)):
+        with tracker.start_run(name) as run:
+            links = run.link_from_weights(changed)
+        expected = _share(weights_of, lambda key: key != "0.weight")
+        assert [(link.run_id, link.evidence["fraction"]) for link in links] == [
+            (base_id, pytest.approx(expected, abs=1e-6))
+        ]
+    with tracker.start_run("float64") as run:
+        assert run.link_from_weights({k: v.double() for k, v in weights_of.items()}) == []
+
+
+def _share(weights_of: dict[str, Any], select: Any) -> float:
+    fingerprints = fingerprint_state_dict(weights_of)
+    total = sum(fp.numel for fp in fingerprints)
+    return sum(fp.numel for fp in fingerprints if select(fp.name)) / total
