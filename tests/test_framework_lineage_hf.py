@@ -120,16 +120,20 @@ def finite_losses(trainer: Trainer) -> list[float]:
 
 
 @pytest.mark.parametrize(
-    ("dtype", "cast"),
-    [(torch.bfloat16, "float32->bfloat16"), (torch.float16, "float32->float16")],
-    ids=["bf16", "fp16"],
+    ("dtype", "cast", "argument"),
+    [
+        (torch.bfloat16, "float32->bfloat16", "dtype"),
+        (torch.float16, "float32->float16", "dtype"),
+        (torch.bfloat16, "float32->bfloat16", "torch_dtype"),  # the older spelling
+    ],
+    ids=["bf16", "fp16", "torch_dtype-bf16"],
 )
 def test_a_half_precision_finetune_of_bare_weights_links_by_cast(
-    db_url: str, tmp_path: Path, dtype: torch.dtype, cast: str
+    db_url: str, tmp_path: Path, dtype: torch.dtype, cast: str, argument: str
 ) -> None:
     """Verify that only model.safetensors of an fp32 pre-training, next to a config.json
-    without the token, loaded with from_pretrained(dtype=bf16 or fp16) and trained on the CPU,
-    links finetuned_from the pre-training run through the cast."""
+    without the token, loaded with from_pretrained(dtype= or torch_dtype= bf16 or fp16) and
+    trained on the CPU, links finetuned_from the pre-training run through the cast."""
     base = pretrain(tmp_path, db_url)
     base.trainer.save_model(str(tmp_path / "base"))
     assert json.loads((tmp_path / "base" / "config.json").read_text())["sqltrack"]
@@ -139,7 +143,7 @@ def test_a_half_precision_finetune_of_bare_weights_links_by_cast(
     tiny_config().save_pretrained(bare)  # a config of its own: the token is lost
     assert "sqltrack" not in json.loads((bare / "config.json").read_text())
 
-    model = BertForMaskedLM.from_pretrained(bare, dtype=dtype)
+    model = BertForMaskedLM.from_pretrained(bare, **{argument: dtype})
     assert model.dtype == dtype and getattr(model.config, "sqltrack", None) is None
     callback, trainer = train(model, db_url, tmp_path / "ft", "finetune")
     assert model.dtype == dtype and len(finite_losses(trainer)) == 4

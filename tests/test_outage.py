@@ -554,7 +554,8 @@ def test_sigterm_while_down_ends_soon_and_spools(pg_url: str) -> None:
 @pytest.mark.parametrize("route", ["replay", "sync"])
 def test_provenance_of_runs_started_while_down(pg_url: str, proxy: FaultProxy, route: str) -> None:
     """Verify that runs started while the database is down still get their parents, by
-    weights and by token, once their data arrives (replayed in-process, or sent by sync)."""
+    weights (exact, and through a bf16 cast), by token, and by weights with the token they
+    were loaded from, once their data arrives (replayed in-process, or sent by sync)."""
     import torch
 
     torch.manual_seed(0)
@@ -568,16 +569,22 @@ def test_provenance_of_runs_started_while_down(pg_url: str, proxy: FaultProxy, r
         tracker = sqltrack.connect(proxy.url(pg_url), flush_interval=0.1, finish_timeout=timeout)
     finetune = tracker.start_run("finetune")
     assert finetune.link_from_weights(weights) == []  # found once the registry answers
+    cast = tracker.start_run("cast")
+    assert cast.link_from_weights({k: v.to(torch.bfloat16) for k, v in weights.items()}) == []
     resumed = tracker.start_run("resumed")
     assert resumed.link_from_token(token).run_id is None
+    loaded = tracker.start_run("loaded")
+    [by_token] = loaded.link_from_weights(weights, token=token)  # the token says enough
+    assert (by_token.kind, by_token.run_id) == ("finetuned_from", None)
+    runs = (finetune, cast, resumed, loaded)
     if route == "replay":
         proxy.restore()
         with pytest.warns(SQLTrackWarning, match="the database is back"):
-            finetune.finish()
-            resumed.finish()
+            for run in runs:
+                run.finish()
     else:
-        finetune.finish()
-        resumed.finish()
+        for run in runs:
+            run.finish()
         proxy.restore()
         sent = offline.sync_spools()
         assert [entry.removed for entry in sent] == [True]
@@ -589,7 +596,9 @@ def test_provenance_of_runs_started_while_down(pg_url: str, proxy: FaultProxy, r
         "ORDER BY ef.name",
     )
     assert rows == [
+        ("cast", "finetuned_from", "pretrain"),
         ("finetune", "finetuned_from", "pretrain"),
+        ("loaded", "finetuned_from", "pretrain"),
         ("resumed", "resumed_from", "pretrain"),
     ]
     tracker.close()

@@ -1,4 +1,5 @@
-"""Lineage through dtype casts (issue 14): cast keys, cast-aware `produced`, and the links.
+"""Lineage through dtype casts (issue 14): cast keys, cast-aware `produced`, the links, and
+weights linked with the token of the checkpoint they were loaded from.
 
 Real tensors, real training steps and a real registry on both backends; the frameworks' own
 casts are tested in test_framework_lineage_*.py.
@@ -6,6 +7,8 @@ casts are tested in test_framework_lineage_*.py.
 
 from __future__ import annotations
 
+import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +16,8 @@ import numpy as np
 import pytest
 
 import sqltrack_core as sqltrack
-from sqltrack_core import offline
-from sqltrack_core.provenance import CAST_DTYPES, fingerprint_state_dict
+from sqltrack_core import ConfigurationError, offline
+from sqltrack_core.provenance import CAST_DTYPES, checkpoint_token, fingerprint_state_dict
 
 torch = pytest.importorskip("torch")
 ml_dtypes = pytest.importorskip("ml_dtypes")
@@ -368,3 +371,81 @@ def _share(weights_of: dict[str, Any], select: Any) -> float:
     fingerprints = fingerprint_state_dict(weights_of)
     total = sum(fp.numel for fp in fingerprints)
     return sum(fp.numel for fp in fingerprints if select(fp.name)) / total
+
+
+# -- weights with the token of the checkpoint they were loaded from ---------------------------
+
+
+def test_weights_with_their_token_link_by_token_with_the_fraction(
+    tracker: sqltrack.Tracker, tmp_path: Path
+) -> None:
+    """Verify that link_from_weights(token=...) makes the link to the token's run by token
+    (checkpoint, step) and keeps the fingerprints' kind, fraction and casts beside it."""
+    base, base_id, token = pretrain(tracker, tmp_path)
+    copy = {k: v.to(BF16) for k, v in state(base).items() if not head(k)}  # a new head
+    model = mlp(9)
+    model.load_state_dict(copy, strict=False)
+    with tracker.start_run("finetune") as run:
+        [link] = run.link_from_weights(model.state_dict(), token=token)
+    evidence = links_of(tracker, run)[("finetuned_from", base_id)]
+    assert link.evidence == evidence
+    assert (evidence["method"], evidence["checkpoint_uuid"], evidence["step"]) == (
+        "token",
+        token["checkpoint_uuid"],
+        3,
+    )
+    assert 0.5 <= evidence["fraction"] < 1.0 and evidence["casts"] == ["float32->float32"]
+
+
+def test_a_token_alone_links_when_no_fingerprint_matches(
+    tracker: sqltrack.Tracker, tmp_path: Path
+) -> None:
+    """Verify that a token links finetuned_from (resumed_from when resumed) even when the
+    weights match nothing (quantised, or trained on since), with no fraction claimed."""
+    _, base_id, token = pretrain(tracker, tmp_path)
+    for resumed, kind in ((False, "finetuned_from"), (True, "resumed_from")):
+        with tracker.start_run("other") as run:
+            [link] = run.link_from_weights(mlp(11).state_dict(), token=token, resumed=resumed)
+        assert (link.kind, link.run_id) == (kind, base_id)
+        evidence = links_of(tracker, run)[(kind, base_id)]
+        assert evidence["method"] == "token" and "fraction" not in evidence
+
+
+def test_a_token_of_a_run_elsewhere_is_ignored_and_a_bad_one_refused(
+    tracker: sqltrack.Tracker, tmp_path: Path
+) -> None:
+    """Verify that a token whose run is not in this database leaves the fingerprints to
+    decide, and that something that is not a token is refused at the call site, with the
+    initial weights still recorded."""
+    base, base_id, _ = pretrain(tracker, tmp_path)
+    foreign = checkpoint_token(uuid.uuid4(), uuid.uuid4(), 5)
+    with tracker.start_run("finetune") as run:
+        links = run.link_from_weights(state(base), token=foreign)
+        assert [(link.kind, link.run_id, link.evidence["method"]) for link in links] == [
+            ("finetuned_from", base_id, "fingerprint")
+        ]
+        with pytest.raises(ConfigurationError, match="not a sqltrack checkpoint token"):
+            run.link_from_weights(state(base), token={"run_uuid": "nope"})
+
+
+def test_a_token_in_safetensors_metadata_travels_with_the_file(
+    tracker: sqltrack.Tracker, tmp_path: Path
+) -> None:
+    """Verify the README's recipe: a token stored in a safetensors file's metadata, read back
+    with safe_open, links by token; the same weights without it link by fingerprint."""
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    from safetensors import safe_open
+
+    base, base_id, token = pretrain(tracker, tmp_path)
+    path = tmp_path / "base.safetensors"
+    safetensors_torch.save_file(state(base), path, metadata={"sqltrack": json.dumps(token)})
+    weights = safetensors_torch.load_file(path)
+    with safe_open(path, framework="pt") as file:
+        carried = json.loads(file.metadata()["sqltrack"])
+    with tracker.start_run("with-token") as run:
+        [link] = run.link_from_weights(weights, token=carried)
+    assert link.evidence["method"] == "token"
+    assert link.evidence["checkpoint_uuid"] == token["checkpoint_uuid"]
+    with tracker.start_run("without") as run:
+        [link] = run.link_from_weights(weights)
+    assert (link.run_id, link.evidence["method"]) == (base_id, "fingerprint")
