@@ -287,3 +287,27 @@ def test_a_saved_lora_model_credits_all_its_weights(db_url: str, tmp_path: Path)
     # the file holds merged kernels: a new set of weights, all of them B's (nothing is A's)
     assert list(found) == [("finetuned_from", lora)]
     assert found[("finetuned_from", lora)]["fraction"] == pytest.approx(1.0)
+
+
+# -- sharded weights ---------------------------------------------------------------------------
+
+
+def test_sharded_weights_carry_a_token_and_link(db_url: str, tmp_path: Path) -> None:
+    """Verify that save_weights(..., max_shard_size=...) writes the token into the sharded
+    weights' index (load_weights still reads it), is registered, and links a run that loads
+    it under the bfloat16 policy to the run that saved it."""
+    model = build(dtype="float32")
+    base = fit(model, db_url, "pretrain")
+    index = tmp_path / "sharded.weights.json"
+    model.save_weights(index, max_shard_size=0.0000012)  # about 1.2 KB: several shard files
+    assert len(list(tmp_path.glob("sharded_*.weights.h5"))) > 1
+    token = read_keras_token(index)
+    assert token is not None and token["checkpoint_uuid"] in checkpoints_of(db_url, base)
+    with global_policy("bfloat16"):
+        loaded = build(seed=5)
+        loaded.load_weights(index)
+        run = fit(loaded, db_url, "finetune")
+    evidence = links(db_url, run)[("finetuned_from", base)]
+    assert evidence["casts"] == ["float32->bfloat16"] and evidence["fraction"] == 1.0
+    # credited to the earliest registration of those weights: the final one, at fit's end
+    assert set(evidence["checkpoint_uuids"]) <= checkpoints_of(db_url, base)

@@ -314,8 +314,10 @@ def _wrap_saving(model: Any, callback: SQLTrackKerasCallback) -> None:
 
 
 def write_keras_token(path: str, token: Mapping[str, Any]) -> None:
-    """Put `token` into a saved Keras file: a member of a ``.keras`` zip archive, or an attribute
-    of an ``.h5`` file's root group. Other files are left alone."""
+    """Put `token` into a saved Keras file: a member of a ``.keras`` zip archive, an attribute
+    of an ``.h5`` file's root group, or a key of the ``.weights.json`` index of sharded weights
+    (``save_weights(..., max_shard_size=...)``; Keras reads only its own keys). Other files are
+    left alone."""
     text = json.dumps(dict(token))
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path, "a") as archive:
@@ -326,6 +328,13 @@ def write_keras_token(path: str, token: Mapping[str, Any]) -> None:
 
         with h5py.File(path, "a") as file:
             file.attrs[H5_ATTRIBUTE] = text
+    elif path.endswith(".json"):
+        with open(path, encoding="utf-8") as file:
+            index = json.load(file)
+        if isinstance(index, dict) and "weight_map" in index:
+            index[H5_ATTRIBUTE] = dict(token)
+            with open(path, "w", encoding="utf-8") as file:
+                json.dump(index, file, indent=4)
 
 
 def read_keras_token(path: str | os.PathLike[str]) -> dict[str, Any] | None:
@@ -345,6 +354,12 @@ def read_keras_token(path: str | os.PathLike[str]) -> dict[str, Any] | None:
             with h5py.File(text, "r") as file:
                 raw = file.attrs.get(H5_ATTRIBUTE)
             return None if raw is None else provenance.read_token(json.loads(raw))
+        if text.endswith(".json"):
+            with open(text, encoding="utf-8") as file:
+                index = json.load(file)
+            return (
+                provenance.read_token(index.get(H5_ATTRIBUTE)) if isinstance(index, dict) else None
+            )
     except (OSError, ValueError):
         return None
     return None
