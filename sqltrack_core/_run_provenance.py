@@ -171,9 +171,13 @@ class RunProvenance:
 
         `token` is the token of the checkpoint the weights were loaded from, when the caller
         has it (as `register_checkpoint` returned it): the link to its run is then made by
-        token, with the checkpoint and step, and with the fingerprints' fraction and kind when
-        they credit that run too (else ``finetuned_from``, or ``resumed_from``). A token whose
-        run is not in this database is ignored: the fingerprints decide.
+        token, with the checkpoint and step, and with the fingerprints' kind, fraction and casts
+        when they credit that run; by token alone (``finetuned_from``) when they credit no run.
+        A token is ignored when the fingerprints credit other runs only (the weights changed
+        since that load), when its run is not in this database, and when it is this run's own.
+        With `resumed` (or ``infer=False``) the token's run is the one parent: a
+        ``resumed_from`` (``finetuned_from``) link by token, nothing inferred. While the
+        database is away the token is kept with the weights and applied when they arrive.
 
         Example::
 
@@ -197,7 +201,11 @@ class RunProvenance:
     ) -> list[InferredLink]:
         """`link_from_weights` for weights fingerprinted already (on the training thread)."""
         loaded = None if token is None else _parse_token(token)
-        initial = provenance.checkpoint_token(self.uuid, uuid_module.uuid4(), None)
+        if loaded is not None and loaded["run_uuid"] == str(self.uuid):
+            loaded = None  # weights this run saved itself: nothing to link
+        initial: dict[str, Any] = provenance.checkpoint_token(self.uuid, uuid_module.uuid4(), None)
+        if loaded is not None:
+            initial["loaded_from"] = loaded  # kept for an inference made later (see below)
         self._write(
             lambda b, run_id: provenance.write_checkpoint(
                 b,
@@ -208,6 +216,11 @@ class RunProvenance:
                 fingerprints=fingerprints,
             )
         )
+        if loaded is not None and (resumed or not infer):
+            # a resume goes on from that checkpoint: its run is the one parent
+            return [
+                self.link_from_token(loaded, kind="resumed_from" if resumed else "finetuned_from")
+            ]
         if not infer:
             return []
         tracker = self._tracker
@@ -219,17 +232,16 @@ class RunProvenance:
                 if loaded is not None:
                     links = provenance.with_token(tracker.backend, links, loaded)
         except DatabaseUnavailableError:
-            if loaded is not None:  # the token says enough; nothing to infer later
-                kind = "resumed_from" if resumed else "finetuned_from"
-                return [self.link_from_token(loaded, kind=kind)]
-
             # The registry is in the database: match once it answers, after these weights
-            # are written (in order, by the writer, or by `sqltrack sync` from the spool).
+            # are written (in order, by the writer, or by `sqltrack sync` from the spool,
+            # which finds the token in the initial checkpoint's row).
             def deferred(b: Backend, run_id: int) -> None:
                 if _spool.is_spool(b):
                     _spool.defer_inference(b, str(self.uuid), initial["checkpoint_uuid"], resumed)
                 else:
-                    provenance.infer_and_link(b, run_id, fingerprints, resumed=resumed)
+                    provenance.infer_and_link(
+                        b, run_id, fingerprints, resumed=resumed, token=loaded
+                    )
 
             self._write(deferred)
             return []

@@ -333,12 +333,16 @@ def with_token(
     b: Backend, links: list[InferredLink], token: Mapping[str, Any]
 ) -> list[InferredLink]:
     """`links`, with the link to the run of `token` (the checkpoint the weights were loaded
-    from) made by token: its kind and fraction from the fingerprints when they credit that run,
-    else ``finetuned_from`` (`resumed_kind` may make it ``resumed_from``). Unchanged if that
+    from) made by token: its kind and fraction from the fingerprints when they credit that run;
+    a ``finetuned_from`` link by token alone when the fingerprints credit no run (weights the
+    registry cannot match: quantised, or registered without fingerprints). Unchanged when the
+    fingerprints credit other runs only (the weights changed since that load), or when that
     run is not in this database."""
     run_uuid = str(token["run_uuid"])
     found = next((link for link in links if link.run_uuid == run_uuid), None)
     if found is None:
+        if links:
+            return links
         _, rows = b.fetchall(b.sql("SELECT id FROM runs WHERE uuid = ?"), (run_uuid,))
         if not rows:
             return links
@@ -361,11 +365,20 @@ def resumed_kind(links: list[InferredLink], resumed: bool) -> list[InferredLink]
 
 
 def infer_and_link(
-    b: Backend, run_id: int, fingerprints: Sequence[TensorFingerprint], *, resumed: bool
+    b: Backend,
+    run_id: int,
+    fingerprints: Sequence[TensorFingerprint],
+    *,
+    resumed: bool,
+    token: Mapping[str, Any] | None = None,
 ) -> list[InferredLink]:
-    """`infer_links`, then write the links (for an inference deferred while the database was
-    away: the writer, or `sync`, runs it once the run's weights and its parents are there)."""
-    links = resumed_kind(infer_links(b, run_id, fingerprints), resumed)
+    """`infer_links` (and `with_token` for the `token` the weights were loaded from), then
+    write the links (for an inference deferred while the database was away: the writer, or
+    `sync`, runs it once the run's weights and its parents are there)."""
+    links = infer_links(b, run_id, fingerprints)
+    if token is not None:
+        links = with_token(b, links, token)
+    links = resumed_kind(links, resumed)
     for link in links:
         b.execute(
             b.sql(
@@ -375,6 +388,16 @@ def infer_and_link(
             (run_id, link.kind, link.run_id, b.json_param(_json.dumps(link.evidence))),
         )
     return links
+
+
+def loaded_from(b: Backend, checkpoint_uuid: str) -> dict[str, Any] | None:
+    """The token of the checkpoint a run's initial weights (registered as `checkpoint_uuid`)
+    were loaded from, when the run was given one (`link_from_weights(token=...)`)."""
+    _, rows = b.fetchall(b.sql("SELECT token FROM checkpoints WHERE uuid = ?"), (checkpoint_uuid,))
+    if not rows:
+        return None
+    stored = _json.decode(rows[0][0])
+    return read_token(stored.get("loaded_from")) if isinstance(stored, Mapping) else None
 
 
 def read_fingerprints(b: Backend, checkpoint_uuid: str) -> list[TensorFingerprint]:

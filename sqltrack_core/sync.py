@@ -412,7 +412,13 @@ def _deferred_inferences(src: Backend, dst: Backend, uuids: list[str]) -> int:
         run_id = _lookup(dst, str(run_uuid))
         if run_id is not None:
             fingerprints = provenance.read_fingerprints(dst, str(checkpoint_uuid))
-            links = provenance.infer_and_link(dst, run_id, fingerprints, resumed=bool(resumed))
+            links = provenance.infer_and_link(
+                dst,
+                run_id,
+                fingerprints,
+                resumed=bool(resumed),
+                token=provenance.loaded_from(dst, str(checkpoint_uuid)),
+            )
             made += len(links)
         src.execute(
             "DELETE FROM spool_inferences WHERE run_uuid = ? AND checkpoint_uuid = ?",

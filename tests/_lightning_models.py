@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import torch
-from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -17,6 +20,21 @@ def regression_data(
         n, 1, generator=generator
     )
     return DataLoader(TensorDataset(x, y), batch_size=batch_size)
+
+
+def make_trainer(tmp_path: Path, logger: Any, **kwargs: Any) -> Trainer:
+    """A quiet CPU Trainer of 2 epochs in `tmp_path`; `kwargs` override its options."""
+    options: dict[str, Any] = {
+        "max_epochs": 2,
+        "accelerator": "cpu",
+        "devices": 1,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "log_every_n_steps": 1,
+        "default_root_dir": tmp_path,
+    }
+    options.update(kwargs)
+    return Trainer(logger=logger, **options)
 
 
 class TinyModel(LightningModule):

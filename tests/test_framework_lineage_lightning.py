@@ -15,7 +15,7 @@ pytest.importorskip("lightning")
 
 import torch
 from _integration import links
-from _lightning_models import TinyModel, regression_data
+from _lightning_models import TinyModel, make_trainer, regression_data
 from lightning.pytorch import Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -35,17 +35,7 @@ def fit(
     root: Path, url: str, model: Any, experiment: str, **trainer_kwargs: Any
 ) -> tuple[SQLTrackLogger, Trainer]:
     logger = SQLTrackLogger(experiment, url)
-    options: dict[str, Any] = {
-        "max_epochs": 2,
-        "accelerator": "cpu",
-        "devices": 1,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-        "log_every_n_steps": 1,
-        "default_root_dir": root,
-    }
-    options.update(trainer_kwargs)
-    trainer = Trainer(logger=logger, **options)
+    trainer = make_trainer(root, logger, **trainer_kwargs)
     trainer.fit(model, regression_data(), regression_data(seed=1))
     return logger, trainer
 

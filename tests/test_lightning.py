@@ -21,7 +21,7 @@ pytest.importorskip("lightning")
 
 import torch
 from _integration import TESTS, links, query, run_example, run_python
-from _lightning_models import TinyModel, regression_data
+from _lightning_models import TinyModel, make_trainer, regression_data
 from lightning.pytorch import Callback, Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
@@ -38,20 +38,6 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::UserWarning"),
     pytest.mark.filterwarnings("ignore::DeprecationWarning"),
 ]
-
-
-def make_trainer(tmp_path: Path, logger: Any, **kwargs: Any) -> Trainer:
-    options: dict[str, Any] = {
-        "max_epochs": 2,
-        "accelerator": "cpu",
-        "devices": 1,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-        "log_every_n_steps": 1,
-        "default_root_dir": tmp_path,
-    }
-    options.update(kwargs)
-    return Trainer(logger=logger, **options)
 
 
 def fit(

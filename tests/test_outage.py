@@ -574,8 +574,7 @@ def test_provenance_of_runs_started_while_down(pg_url: str, proxy: FaultProxy, r
     resumed = tracker.start_run("resumed")
     assert resumed.link_from_token(token).run_id is None
     loaded = tracker.start_run("loaded")
-    [by_token] = loaded.link_from_weights(weights, token=token)  # the token says enough
-    assert (by_token.kind, by_token.run_id) == ("finetuned_from", None)
+    assert loaded.link_from_weights(weights, token=token) == []  # kept with the weights
     runs = (finetune, cast, resumed, loaded)
     if route == "replay":
         proxy.restore()
@@ -601,6 +600,17 @@ def test_provenance_of_runs_started_while_down(pg_url: str, proxy: FaultProxy, r
         ("loaded", "finetuned_from", "pretrain"),
         ("resumed", "resumed_from", "pretrain"),
     ]
+    [(evidence,)] = _values(
+        pg_url,
+        "SELECT l.evidence FROM run_links l JOIN runs r ON r.id = l.from_run_id "
+        f"WHERE r.uuid = '{loaded.uuid}'",
+    )
+    # made by token once the data arrived, with the fraction the fingerprints give
+    assert (evidence["method"], evidence["checkpoint_uuid"], evidence["fraction"]) == (
+        "token",
+        token["checkpoint_uuid"],
+        1.0,
+    )
     tracker.close()
 
 

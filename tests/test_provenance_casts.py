@@ -449,3 +449,39 @@ def test_a_token_in_safetensors_metadata_travels_with_the_file(
     with tracker.start_run("without") as run:
         [link] = run.link_from_weights(weights)
     assert (link.run_id, link.evidence["method"]) == (base_id, "fingerprint")
+
+
+def test_a_resume_token_names_the_one_parent(tracker: sqltrack.Tracker, tmp_path: Path) -> None:
+    """Verify that resuming with a token links resumed_from the token's run alone, even when
+    most weights are a frozen backbone another run produced."""
+    base, _, _ = pretrain(tracker, tmp_path)
+    model = mlp(1)
+    model.load_state_dict(state(base))
+    with tracker.start_run("finetune") as ft:
+        ft.link_from_weights(model.state_dict())
+        train(model, only=head, seed=1)
+        token = ft.register_checkpoint(None, model.state_dict(), step=3)
+    with tracker.start_run("resumed") as run:
+        links = run.link_from_weights(state(model), token=token, resumed=True)
+    assert [(link.kind, link.run_id) for link in links] == [("resumed_from", ft.id)]
+    assert set(links_of(tracker, run)) == {("resumed_from", ft.id)}
+
+
+def test_a_token_contradicted_by_the_weights_or_its_own_is_ignored(
+    tracker: sqltrack.Tracker, tmp_path: Path
+) -> None:
+    """Verify that a token of run A given with weights the fingerprints credit to run B
+    alone (loaded from A, then replaced) links B only, and that a run's own token is no
+    parent; with infer=False a token links by itself."""
+    _, a_id, a_token = pretrain(tracker, tmp_path / "a", seed=0)
+    b_model, b_id, _ = pretrain(tracker, tmp_path / "b", seed=1)
+    with tracker.start_run("replaced") as run:
+        links = run.link_from_weights(state(b_model), token=a_token)
+    assert [(link.run_id, link.evidence["method"]) for link in links] == [(b_id, "fingerprint")]
+    with tracker.start_run("own") as run:
+        own = run.register_checkpoint(None, state(b_model), step=0)
+        links = run.link_from_weights(state(b_model), token=own)
+    assert [link.run_id for link in links] == [b_id]
+    with tracker.start_run("told") as run:
+        [link] = run.link_from_weights(state(b_model), token=a_token, infer=False)
+    assert (link.kind, link.run_id, link.evidence["method"]) == ("finetuned_from", a_id, "token")

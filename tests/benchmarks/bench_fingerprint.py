@@ -10,7 +10,10 @@ Measured on CPU tensors (this script does not use a GPU), as medians over ``--re
 - a checkpoint save: ``torch.save`` of the state dict to a file in a temporary directory, with
   and without ``run.register_checkpoint`` before it (fingerprints on the caller's thread, the
   registry written by the run's writer, off the caller's thread), on SQLite; the extra time is
-  what provenance costs the training loop per checkpoint.
+  what provenance costs the training loop per checkpoint;
+- the link a fine-tune makes at train start against that registry (``link_from_weights``,
+  fingerprinting included): of an exact float32 copy, and of a bfloat16 copy, which is found
+  through the cast keys.
 
 Usage::
 
@@ -112,6 +115,19 @@ def main() -> None:
                 fn()
                 times[label].append(time.perf_counter() - start)
         run.finish()
+        links: dict[str, float] = {}
+        for label, copy in (
+            ("float32 copy (exact)", tensors),
+            ("bfloat16 copy (cast keys)", {k: v.to(torch.bfloat16) for k, v in tensors.items()}),
+        ):
+            seconds = []
+            for _ in range(args.repeat):
+                with tracker.start_run("bench-finetune") as finetune:
+                    start = time.perf_counter()
+                    found = finetune.link_from_weights(copy)
+                    seconds.append(time.perf_counter() - start)
+                assert [link.run_id for link in found] == [run.id], found
+            links[label] = statistics.median(seconds)
         tracker.close()
     plain = statistics.median(times["plain"])
     with_provenance = statistics.median(times["provenance"])
@@ -143,6 +159,11 @@ def main() -> None:
         f"| provenance adds | {with_provenance - plain:+.3f} "
         f"({(with_provenance / plain - 1) * 100:+.0f}%) |"
     )
+    print()
+    print("| fine-tune start: `link_from_weights` of | time (s) |")
+    print("|---|---:|")
+    for label, seconds_taken in links.items():
+        print(f"| {label} | {seconds_taken:.3f} |")
 
 
 if __name__ == "__main__":
