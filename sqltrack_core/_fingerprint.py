@@ -10,6 +10,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from . import _cast_keys
+from ._cast_keys import CAST_DTYPES, torch_bytes
 from .errors import ConfigurationError
 
 __all__ = ["CAST_DTYPES", "MIN_NUMEL", "TensorFingerprint", "fingerprint_state_dict"]
@@ -24,10 +26,6 @@ _HASH_THREADS = max(1, min(4, os.cpu_count() or 1))
 _COPY_GROUP_BYTES = 256 * 2**20
 
 _DIGEST_SIZE = 16  # 128-bit BLAKE2b: collisions between unrelated weights are not a concern
-
-#: Dtypes that get cast keys. float64 does not: float64 -> bfloat16 rounds differently from
-#: float64 -> float32 -> bfloat16, so its copies would match by chance of the path taken.
-CAST_DTYPES = ("float32", "float16", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -172,6 +170,8 @@ def _prepare_numpy(
     array = np.asarray(array)
     if array.dtype.hasobject:
         return None
+    if not array.dtype.isnative:  # hash the values, not the byte order they were stored in
+        array = array.astype(array.dtype.newbyteorder("="))
     numel = int(array.size)
     if numel < min_numel:
         return None
@@ -235,8 +235,7 @@ def _digest(item: _Prepared, cast_keys: bool) -> TensorFingerprint | None:
         bits = flat.view(getattr(torch, width)) if width else raw.view(count, -1)
         if count < 2 or _constant(bits):
             return None  # constant: every init has it, so it says nothing
-        buffer: Any = _torch_bytes(raw)
-        casts = _torch_bf16_bits(flat) if cast_keys and item.dtype in CAST_DTYPES else None
+        buffer: Any = torch_bytes(raw)
     else:
         import numpy as np
 
@@ -248,69 +247,19 @@ def _digest(item: _Prepared, cast_keys: bool) -> TensorFingerprint | None:
         if count < 2 or _constant(bits):
             return None
         buffer = raw
-        casts = _numpy_bf16_bits(flat) if cast_keys and item.dtype in CAST_DTYPES else None
     sampled = item.stride > 1
     layout = f"{','.join(map(str, item.shape))}\0{item.stride if sampled else 0}\0"
     h = hashlib.blake2b(f"{item.dtype}\0{layout}".encode(), digest_size=_DIGEST_SIZE)
     h.update(buffer)
     exact = h.hexdigest()
-    bf16_hash = via_fp16_hash = None
-    if casts is not None:
-        direct, via = casts
-        # a bfloat16 tensor is its own cast: its cast key is its exact hash
-        bf16_hash = exact if item.dtype == "bfloat16" else _cast_key(layout, direct)
-        via_fp16_hash = None if via is None else _cast_key(layout, via)
+    bf16_hash, via_fp16_hash = (
+        _cast_keys.cast_keys(flat, item.dtype, layout, exact, _DIGEST_SIZE)
+        if cast_keys
+        else (None, None)
+    )
     return TensorFingerprint(
         item.name, exact, item.dtype, item.shape, item.numel, sampled, bf16_hash, via_fp16_hash
     )
-
-
-def _cast_key(layout: str, bf16_bits: Any) -> str:
-    """The hash bfloat16 elements (a 1-D 16-bit numpy array of their bits) would have as a
-    bfloat16 tensor of this shape and sampling: a cast key is the exact hash of the cast."""
-    h = hashlib.blake2b(f"bfloat16\0{layout}".encode(), digest_size=_DIGEST_SIZE)
-    h.update(bf16_bits)
-    return h.hexdigest()
-
-
-def _torch_bf16_bits(flat: Any) -> tuple[Any, Any]:
-    """`flat` (a contiguous float32/float16/bfloat16 CPU tensor) cast to bfloat16, and cast to
-    float16 and then bfloat16 (None where equal to the first), as int16 numpy arrays (views:
-    nothing is hashed for a bfloat16 `flat` cast to itself)."""
-    import torch
-
-    direct = flat.to(torch.bfloat16).view(torch.int16)  # flat itself when it is bfloat16
-    via = flat.to(torch.float16).to(torch.bfloat16).view(torch.int16)
-    return _torch_bytes(direct), None if torch.equal(via, direct) else _torch_bytes(via)
-
-
-def _numpy_bf16_bits(flat: Any) -> tuple[Any, Any]:
-    """`_torch_bf16_bits` for numpy arrays (float32, float16, and ml_dtypes' bfloat16), in
-    numpy alone and bit for bit the same, so a Keras copy matches a torch one."""
-    import numpy as np
-
-    if flat.dtype.name == "bfloat16":
-        direct = flat.view(np.uint16)
-        wide = (direct.astype(np.uint32) << 16).view(np.float32)  # exact
-    else:
-        wide = flat.astype(np.float32)  # exact from float16
-        direct = _numpy_round_bf16(wide)
-    with np.errstate(over="ignore"):  # beyond float16's range is inf, as in torch
-        via = _numpy_round_bf16(wide.astype(np.float16).astype(np.float32))
-    return direct, None if np.array_equal(via, direct) else via
-
-
-def _numpy_round_bf16(wide: Any) -> Any:
-    """float32 elements rounded to bfloat16 (to nearest, ties to even, as torch does), as
-    uint16 bits. NaN becomes 0xFFFF, as in torch's vectorised cast."""
-    import numpy as np
-
-    bits = wide.view(np.uint32)
-    rounded = ((bits + (0x7FFF + ((bits >> 16) & 1))) >> 16).astype(np.uint16)
-    nan = (bits & 0x7FFFFFFF) > 0x7F800000
-    if nan.any():
-        rounded[nan] = 0xFFFF
-    return rounded
 
 
 #: element size -> the integer dtype of that width (the same name in torch and numpy)
@@ -325,13 +274,3 @@ def _constant(bits: Any) -> bool:
     if not bool((bits[:64] == first).all()):
         return False
     return bool((bits == first).all())
-
-
-def _torch_bytes(raw: Any) -> Any:
-    """The bytes of a contiguous uint8 CPU tensor, without a copy where numpy is installed."""
-    try:
-        return raw.numpy()
-    except RuntimeError:  # torch built without numpy
-        import ctypes
-
-        return ctypes.string_at(raw.data_ptr(), raw.numel())

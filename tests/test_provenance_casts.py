@@ -145,6 +145,36 @@ def test_numpy_and_torch_cast_keys_agree_bit_for_bit(dtype: str) -> None:
     )
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+def test_cast_keys_do_not_depend_on_the_block_size(
+    monkeypatch: pytest.MonkeyPatch, dtype: str
+) -> None:
+    """Verify that casting a tensor a block at a time (a few MB of scratch memory, however
+    large the tensor) gives the keys of one whole-tensor cast, for torch and numpy, with a
+    block boundary inside the tensor and a short last block."""
+    from sqltrack_core import _cast_keys
+
+    tensor = weights(6).to(getattr(torch, dtype))
+    whole = [fingerprint_state_dict({"w": t})[0] for t in (tensor, as_numpy(tensor))]
+    monkeypatch.setattr(_cast_keys, "_TORCH_BLOCK", 1000)  # 6144 elements: 7 blocks
+    monkeypatch.setattr(_cast_keys, "_NUMPY_BLOCK", 1000)
+    blocks = [fingerprint_state_dict({"w": t})[0] for t in (tensor, as_numpy(tensor))]
+    assert blocks == whole
+    assert whole[0].bf16_hash == whole[1].bf16_hash
+
+
+def test_big_endian_arrays_hash_like_native_ones() -> None:
+    """Verify that a numpy array stored big-endian hashes by its values, like a native one."""
+    native = weights(7).numpy()
+    (a,) = fingerprint_state_dict({"w": native})
+    (b,) = fingerprint_state_dict({"w": native.astype(">f4")})
+    assert (a.hash, a.bf16_hash, a.bf16_via_fp16_hash) == (
+        b.hash,
+        b.bf16_hash,
+        b.bf16_via_fp16_hash,
+    )
+
+
 def test_training_changes_every_cast_key() -> None:
     """Verify that one small optimizer step leaves no cast key of the weights it changed."""
     model = mlp(0)
