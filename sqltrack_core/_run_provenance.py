@@ -12,7 +12,7 @@ from . import _spool, provenance
 from ._checks import check_step
 from ._status import RunStatus
 from ._warn import warn_once
-from .errors import ConfigurationError, DatabaseError, DatabaseUnavailableError
+from .errors import ConfigurationError, DatabaseError, DatabaseUnavailableError, NotFoundError
 from .provenance import InferredLink, TensorFingerprint
 from .writer import MetricWriter, Operation
 
@@ -218,9 +218,11 @@ class RunProvenance:
         )
         if loaded is not None and (resumed or not infer):
             # a resume goes on from that checkpoint: its run is the one parent
-            return [
-                self.link_from_token(loaded, kind="resumed_from" if resumed else "finetuned_from")
-            ]
+            kind = "resumed_from" if resumed else "finetuned_from"
+            try:
+                return [self.link_from_token(loaded, kind=kind)]
+            except NotFoundError:
+                loaded = None  # a run of another database: as if there were no token
         if not infer:
             return []
         tracker = self._tracker

@@ -450,10 +450,11 @@ def test_a_token_of_a_run_elsewhere_is_ignored_and_a_bad_one_refused(
     base, base_id, _ = pretrain(tracker, tmp_path)
     foreign = checkpoint_token(uuid.uuid4(), uuid.uuid4(), 5)
     with tracker.start_run("finetune") as run:
-        links = run.link_from_weights(state(base), token=foreign)
-        assert [(link.kind, link.run_id, link.evidence["method"]) for link in links] == [
-            ("finetuned_from", base_id, "fingerprint")
-        ]
+        for resumed, kind in ((False, "finetuned_from"), (True, "resumed_from")):
+            links = run.link_from_weights(state(base), token=foreign, resumed=resumed)
+            assert [(link.kind, link.run_id, link.evidence["method"]) for link in links] == [
+                (kind, base_id, "fingerprint")
+            ]
         with pytest.raises(ConfigurationError, match="not a sqltrack checkpoint token"):
             run.link_from_weights(state(base), token={"run_uuid": "nope"})
 
