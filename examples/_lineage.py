@@ -13,10 +13,11 @@ def print_lineage(tracker: sqltrack.Tracker, run: str) -> None:
     print(f"  run {info['id']}  {info['experiment']}/{info['name']}  {info['status']}")
     for row in ancestors.sort_values("depth").itertuples():
         evidence = row.evidence
+        share = f"{evidence['fraction']:.0%} of the weights" if "fraction" in evidence else None
         how = (
-            f"token of the step-{evidence['step']} checkpoint"
+            ", ".join(filter(None, [f"token of the step-{evidence['step']} checkpoint", share]))
             if evidence["method"] == "token"
-            else f"fingerprints, {evidence['fraction']:.0%} of the weights"
+            else f"fingerprints, {share}"
         )
         indent = "  " * int(row.depth)
         print(
