@@ -80,11 +80,7 @@ def _private_uses(path: Path) -> list[str]:
 
 @pytest.mark.parametrize(
     "name",
-    [
-        n
-        for n in sorted(modules())
-        if n.startswith("sqltrack_integrations") or n == "sqltrack_core.cli"
-    ],
+    [n for n in sorted(modules()) if n.startswith(("sqltrack_integrations", "sqltrack_core.cli"))],
 )
 def test_integrations_and_cli_use_no_private_name(name: str) -> None:
     """Verify the integrations and the CLI import nothing private from the core and call no
