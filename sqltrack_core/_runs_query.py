@@ -2,18 +2,72 @@
 
 `build_runs_query` is a pure function of what the caller asked for, the metric columns the
 database has and its `Dialect`; `analysis.runs` runs what it returns and makes the frame.
+
+Metric specs (the one reference: `Tracker.runs`, ``sqltrack runs -m`` and views use them)
+-------------------------------------------------------------------------------------
+A spec asks for one aggregate of one metric key per run: the string ``KEY:AGG``, split at its
+LAST colon (no aggregate contains one, so a key may: ``"eval:acc:max"`` is key ``eval:acc``),
+or the pair ``(KEY, AGG)`` / mapping ``{KEY: AGG}``, never split. ``AGG`` ignores case; the
+column is named ``KEY:AGG`` with ``AGG`` written canonically (second column), and a spec sorts
+in ``order_by`` as it is (``"-val/acc:p90"``)::
+
+    AGG          canonical     per run
+    last, first  last, first   the value at the highest / lowest step that has one
+    min, max     min, max      the smallest / largest value (bool: all / any)
+    mean, avg    mean          the arithmetic mean (bool: the fraction that is true)
+    count        count         how many steps have a value (0 for a run without any)
+    argmin       argmin        the step of the smallest / largest value; equal values:
+    argmax       argmax        the earliest step
+    at=STEP      at=500        the value at step STEP, an integer (missing if that step
+                               has none)
+    mean_last=K  mean_last=5   the mean of the values at the last K steps that have one
+                               (K >= 1; the mean of all of them if there are fewer)
+    pQ           p90, p99.9    the Q-th percentile, 0 <= Q <= 100, as PostgreSQL's
+    median       p50           percentile_cont computes it: of the n values in order
+                               (NaN last), lo and hi at ranks floor(r) and floor(r) + 1
+                               (from 0), r = Q/100 * (n - 1); lo if r is whole, else
+                               lo + (r - floor(r)) * (hi - lo), in float (interpolated
+                               linearly: numpy's default agrees on finite values)
+
+What can be aggregated: last, first, at and count take any metric; min, max, argmin and
+argmax any but JSON; mean and mean_last numbers and bools; a percentile numbers only. A key
+kept in ``metrics.extra`` (over the column budget) is read as a number where one is needed,
+other JSON counting as missing.
+
+Missing values: a step that did not log the key, or logged None, has no value; aggregates
+skip it, and an aggregate of no values is missing (None, or NaN in a float column), except
+count, which is 0. A key that no run has logged is an error (`NotFoundError`).
+
+NaN and ±inf, one rule on both databases (PostgreSQL's): NaN is a value, and it orders above
++inf. So max and p100 are NaN if any value is, argmax is the first NaN's step; min, p0 and
+argmin skip NaN unless every value is NaN; mean and mean_last are NaN if a value they average
+is; last, first and at return a NaN that was logged; count counts it; ``order_by`` puts NaN
+above every number. ±inf are numbers, in IEEE arithmetic: the mean of +inf and -inf is NaN;
+a percentile that falls between two values (r not whole) is NaN if either is NaN or lo is
+infinite (-inf and 1, -inf and +inf, +inf and +inf), and +inf between a number and +inf.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ._aggregates import (
+    AGGREGATIONS,
+    VALUE_AGGREGATES,
+    Aggregate,
+    aggregate_sql,
+    canonical,
+    split,
+)
+from ._backends.json_keys import object_keys_sql
 from ._columns import Family
-from .errors import ConfigurationError
+from ._suggest import did_you_mean
+from .errors import ConfigurationError, NotFoundError
 
 if TYPE_CHECKING:
+    from ._backends import Backend
     from ._backends.dialect import Dialect
 
 __all__ = [
@@ -23,19 +77,22 @@ __all__ = [
     "RunsQuery",
     "aggregate_sql",
     "build_runs_query",
+    "check_keys",
     "check_limit",
+    "extra_keys",
+    "extra_keys_sql",
     "parse_metric_specs",
     "parse_order",
 ]
 
-AGGREGATIONS = ("last", "first", "min", "max", "mean", "count")
 TIME_COLUMNS = ("created_at", "started_at", "ended_at", "heartbeat_at")
 
 
 def parse_metric_specs(
     metrics: Mapping[str, str] | Sequence[tuple[str, str]] | Sequence[str] | None,
 ) -> list[tuple[str, str]]:
-    """Normalise ``{"val/acc": "max"}``, ``[("val/acc", "max")]`` or ``["val/acc:max"]``."""
+    """Normalise ``{"val/acc": "max"}``, ``[("val/acc", "max")]`` or ``["val/acc:max"]`` to
+    (key, canonical aggregate) pairs; see the module docstring for the grammar."""
     if metrics is None:
         return []
     if isinstance(metrics, str):
@@ -49,19 +106,12 @@ def parse_metric_specs(
                 raise ConfigurationError(
                     f"metric spec {item!r} needs the form KEY:AGG, e.g. 'val/acc:max'"
                 )
-        elif isinstance(item, tuple) and len(item) == 2:
+        elif isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], str):
             key, agg = item
         else:
             raise ConfigurationError(f"metric spec {item!r} is neither 'KEY:AGG' nor (key, agg)")
-        agg = str(agg).lower()
-        if agg == "avg":
-            agg = "mean"
-        if agg not in AGGREGATIONS:
-            raise ConfigurationError(
-                f"aggregation {agg!r} for {key!r} is unknown; expected one of {', '.join(AGGREGATIONS)}"
-            )
-        specs.append((str(key), agg))
-    return specs
+        specs.append((str(key), canonical(agg, item)))
+    return list(dict.fromkeys(specs))  # one column per spec (median and p50 are one)
 
 
 #: The columns of `runs` that ``order_by`` takes by name (any metric spec works too)
@@ -126,56 +176,6 @@ def check_limit(limit: int | None) -> None:
         )
 
 
-def aggregate_sql(
-    dialect: Dialect,
-    key: str,
-    agg: str,
-    column: tuple[str, Family | None] | None,
-    *,
-    sortable: bool = False,
-) -> tuple[str, list[Any], bool, Family | str | None]:
-    """Return (SQL expression, its params, whether it is a GROUP BY aggregate, result family).
-
-    `sortable` makes first/last of a key kept in ``metrics.extra`` a number (a value that is
-    not one counts as missing): the JSON it is otherwise would sort as text on SQLite.
-    """
-    if column is None:  # a key without a column: its values live in metrics.extra
-        family: Family | str | None = "extra"
-        value = "m.extra -> ?"
-        params = [key]
-        # a step that logged None holds a JSON null there, which ->> reads as SQL NULL
-        present, present_params = "m.extra ->> ?", [key]
-        numeric, bound = dialect.extra_number_sql()  # NaN and ±inf count, as in a float column
-        numeric_params = [key] * bound
-    else:
-        name, family = column
-        value = "m." + dialect.quote(name)
-        params = []
-        numeric, numeric_params = value, []
-        present, present_params = value, []
-        if (family == "json" and agg in ("min", "max", "mean")) or (
-            family == "text" and agg == "mean"
-        ):
-            raise ConfigurationError(
-                f"aggregation {agg!r} needs a numeric metric; {key!r} holds {family}"
-            )
-    if agg in ("last", "first"):
-        if sortable and family == "extra":
-            family, value, params = "float", numeric, numeric_params
-        order = "DESC" if agg == "last" else "ASC"
-        expr = (
-            f"(SELECT {value} FROM metrics m WHERE m.run_id = sel.id "
-            f"AND {present} IS NOT NULL ORDER BY m.step {order} LIMIT 1)"
-        )
-        return expr, params + present_params, False, family
-    if agg == "count":
-        return f"count({present})", present_params, True, "int"
-    if family == "extra":
-        family, value, params = "float", numeric, numeric_params
-    sql, params, family = dialect.aggregates[agg](value, params, family)
-    return sql, params, True, family
-
-
 @dataclass
 class RunsQuery:
     """What `build_runs_query` returns: the statement (``?`` placeholders), its params, and the
@@ -197,18 +197,28 @@ def build_runs_query(
     where: str | None = None,
     args: Sequence[Any] = (),
     limit: int | None = None,
+    extra_keys: Collection[str] | None = None,
 ) -> RunsQuery:
     """The runs query: `specs` shown as ``KEY:AGG`` columns, sorted by `order`, runs of
     `experiment` (``(id,)``, ``(None,)`` for one that does not exist) matching `where`;
     `columns` is key -> (column, family) as ``metric_columns`` records it, `stale` the time
     before which a running run's heartbeat means crashed. Aggregates are computed over the
-    whole table when no run is filtered out, as hand-written SQL would."""
+    whole table when no run is filtered out, as hand-written SQL would.
+
+    `extra_keys` are keys known to be in ``metrics.extra`` (see `extra_keys`): a key of a spec
+    that has no column and is not among them raises NotFoundError, naming the close known
+    keys. None skips that check (every key without a column is then read from ``extra``).
+    """
+    if extra_keys is not None:
+        check_keys(specs, order, columns, extra_keys)
     conditions, sel_params = [], [stale]
     if experiment is not None:
         conditions.append("r.experiment_id = ?")
         sel_params.append(experiment[0])
     if where:
-        conditions.append(f"({where})")
+        # on runs alone, so that a bare column name is the run's (``name LIKE ?`` is not
+        # ambiguous with the joined experiment's name)
+        conditions.append(f"r.id IN (SELECT r.id FROM runs r WHERE ({where}))")
         sel_params.extend(args)
     sel = (
         "SELECT r.id, r.uuid, e.name AS experiment, r.name, "
@@ -220,64 +230,77 @@ def build_runs_query(
         + (" WHERE " + " AND ".join(conditions) if conditions else "")
     )
     aggregates, sort_terms = _sorting(specs, order, columns)
+    # Every run selected: aggregate the whole table, as hand-written SQL would (a join with
+    # sel cost PostgreSQL a sort and merge, SQLite a lookup per row, ~1.7x in all); some: a
+    # semi-join, which the planners turn into index seeks or a hash probe. One experiment: a
+    # semi-join on runs itself, which has statistics (sel, a CTE, has none).
+    among: tuple[str, list[Any]] = ("", [])
+    if where:
+        among = ("m.run_id IN (SELECT id FROM sel)", [])
+    elif experiment is not None:
+        among = ("m.run_id IN (SELECT id FROM runs WHERE experiment_id = ?)", [experiment[0]])
     parts = _Parts()
     for alias, key, agg, sortable in aggregates:
-        parts.add(alias, agg, aggregate_sql(dialect, key, agg, columns.get(key), sortable=sortable))
+        made = aggregate_sql(dialect, key, agg, columns.get(key), sortable=sortable, among=among)
+        parts.add(alias, agg, made)
     text = f"WITH sel AS ({sel})"
     if parts.grouped:
-        # Every run selected: aggregate the whole table, as hand-written SQL would (a join
-        # with sel cost PostgreSQL a sort and merge, SQLite a lookup per row, ~1.7x in all);
-        # some: a semi-join, which the planners turn into index seeks or a hash probe. One
-        # experiment: a semi-join on runs itself, which has statistics (sel, a CTE, has none).
-        if where:
-            among = " WHERE m.run_id IN (SELECT id FROM sel)"
-        elif experiment is not None:
-            among = " WHERE m.run_id IN (SELECT id FROM runs WHERE experiment_id = ?)"
-            parts.group_params.append(experiment[0])
-        else:
-            among = ""
+        condition, among_params = among
         text += (
-            f", g AS (SELECT m.run_id, {', '.join(parts.grouped)} FROM metrics m{among}"
-            " GROUP BY m.run_id)"
+            f", g AS (SELECT m.run_id, {', '.join(parts.grouped)} FROM metrics m"
+            f"{' WHERE ' + condition if condition else ''} GROUP BY m.run_id)"
         )
+        parts.group_params.extend(among_params)
+    text += "".join(f", t_{alias} AS ({table})" for alias, table in parts.tables)
     text += " SELECT * FROM (SELECT sel.*" + "".join(", " + o for o in parts.outer) + " FROM sel"
     if parts.grouped:
         text += " LEFT JOIN g ON g.run_id = sel.id"
+    text += "".join(f" LEFT JOIN t_{a} ON t_{a}.run_id = sel.id" for a, _ in parts.tables)
     # ties (and runs without a value) in run id order
     text += " ) q ORDER BY " + ", ".join([*sort_terms, "q.id"])
     limit_params = []
     if limit is not None:
         text += " LIMIT ?"
         limit_params.append(limit)
-    params = [*sel_params, *parts.group_params, *parts.outer_params, *limit_params]
+    params = [
+        *sel_params,
+        *parts.group_params,
+        *parts.table_params,
+        *parts.outer_params,
+        *limit_params,
+    ]
     return RunsQuery(text, params, parts.families[: len(specs)])
 
 
 @dataclass
 class _Parts:
-    """The aggregates of a runs query, split into those computed in the per-run GROUP BY
-    (``g``) and those selected per run (first/last), with their params in order."""
+    """The aggregates of a runs query by placement: in the per-run GROUP BY (``g``), in tables
+    of their own (``t_<alias>``), or selected per run (first, last, at, ...), with their
+    params in the order of the statement."""
 
     grouped: list[str] = field(default_factory=list)
     group_params: list[Any] = field(default_factory=list)
+    tables: list[tuple[str, str]] = field(default_factory=list)
+    table_params: list[Any] = field(default_factory=list)
     outer: list[str] = field(default_factory=list)
     outer_params: list[Any] = field(default_factory=list)
     families: list[Family | str | None] = field(default_factory=list)
 
-    def add(
-        self, alias: str, agg: str, made: tuple[str, list[Any], bool, Family | str | None]
-    ) -> None:
-        expr, params, is_group, family = made
-        self.families.append(family)
-        if is_group:
-            self.grouped.append(f"{expr} AS {alias}")
-            self.group_params.extend(params)
+    def add(self, alias: str, agg: str, made: Aggregate) -> None:
+        self.families.append(made.family)
+        if made.placement == "group":
+            self.grouped.append(f"{made.sql} AS {alias}")
+            self.group_params.extend(made.params)
             # a run without metric rows has no row in g: its count is 0, not NULL
             count = agg == "count"
             self.outer.append(f"COALESCE(g.{alias}, 0) AS {alias}" if count else f"g.{alias}")
+        elif made.placement == "table":
+            self.tables.append((alias, made.sql))
+            self.table_params.extend(made.params)
+            self.outer.append(f"t_{alias}.v AS {alias}")
         else:
-            self.outer.append(f"{expr} AS {alias}")
-            self.outer_params.extend(params)
+            self.outer.append(f"{made.sql} AS {alias}")
+            self.outer_params.extend(made.params)
 
 
 def _sorting(
@@ -296,13 +319,14 @@ def _sorting(
             key, agg = field_
             column = columns.get(key)
             family: Family | str | None = "extra" if column is None else column[1]
-            if family == "json" and agg in ("first", "last"):
+            picks = split(agg)[0] in VALUE_AGGREGATES  # the logged value itself
+            if family == "json" and picks:
                 raise ConfigurationError(
                     f"cannot order runs by {key + ':' + agg!r}: {key!r} holds JSON, which "
                     "each database orders its own way; order by a numeric or text metric"
                 )
-            # first/last of a key in metrics.extra are JSON: sort by a number of their own
-            shown = family != "extra" or agg not in ("first", "last")
+            # first/last/at of a key in metrics.extra are JSON: sort by a number of their own
+            shown = family != "extra" or not picks
             alias = f"a{specs.index(field_)}" if shown and field_ in specs else ""
             if not alias:
                 alias = f"o{len(aggregates) - len(specs)}"
@@ -310,3 +334,69 @@ def _sorting(
         # NULLs last both ways (PostgreSQL puts them first in DESC; SQLite first in ASC)
         sort_terms += [f"(q.{alias} IS NULL)", f"q.{alias}" + (" DESC" if descending else "")]
     return aggregates, sort_terms
+
+
+def _asked_keys(
+    specs: list[tuple[str, str]], order: list[tuple[str | tuple[str, str], bool]]
+) -> list[str]:
+    """The metric keys of `specs` and of the specs in `order`, once each, in order."""
+    keys = [key for key, _ in specs] + [f[0] for f, _ in order if isinstance(f, tuple)]
+    return list(dict.fromkeys(keys))
+
+
+def check_keys(
+    specs: list[tuple[str, str]],
+    order: list[tuple[str | tuple[str, str], bool]],
+    columns: Mapping[str, tuple[str, Family | None]],
+    extra_keys: Collection[str],
+) -> None:
+    """Raise NotFoundError for the first key asked for that has no column and is not one of
+    `extra_keys`, with the close ones among both as suggestions."""
+    for key in _asked_keys(specs, order):
+        if key not in columns and key not in extra_keys:
+            raise NotFoundError(did_you_mean(key, [*columns, *extra_keys], what="metric key"))
+
+
+#: how many rows holding ``metrics.extra`` are read for suggestions when a key is unknown
+EXTRA_SAMPLE_ROWS = 1000
+
+
+def extra_keys_sql(dialect: Dialect, keys: Sequence[str]) -> tuple[str, list[Any]]:
+    """SQL (and params) returning the ``k`` of `keys` (at least one) that some row of
+    ``metrics`` holds in ``extra``: a value, or a JSON null for a step that logged None. Keys
+    are compared whole (``->`` would read ``a.b`` as a path on SQLite)."""
+    if not keys:
+        raise ValueError("extra_keys_sql needs at least one key")
+    union = " UNION ALL ".join("SELECT ? AS k" for _ in keys)
+    each = object_keys_sql(dialect, "m.extra", "j")
+    sql = (
+        f"SELECT w.k FROM ({union}) w WHERE EXISTS "
+        f"(SELECT 1 FROM metrics m, {each} WHERE m.extra IS NOT NULL AND j.key = w.k)"
+    )
+    return sql, list(keys)
+
+
+def extra_keys(
+    backend: Backend,
+    specs: list[tuple[str, str]],
+    order: list[tuple[str | tuple[str, str], bool]],
+    columns: Mapping[str, tuple[str, Family | None]],
+) -> set[str]:
+    """The keys asked for without a column that ``metrics.extra`` holds, for `build_runs_query`'s
+    `extra_keys`. No query when every key has a column. When some key is in neither, the keys
+    of the first `EXTRA_SAMPLE_ROWS` rows holding ``extra`` are added, so that the error can
+    suggest them (an exact list would read the whole table)."""
+    wanted = [key for key in _asked_keys(specs, order) if key not in columns]
+    if not wanted:
+        return set()
+    sql, params = extra_keys_sql(backend.dialect, wanted)
+    _, rows = backend.fetchall(backend.sql(sql), params)
+    found = {row[0] for row in rows}
+    if len(found) < len(wanted):
+        _, sample = backend.fetchall(
+            backend.sql("SELECT extra FROM metrics WHERE extra IS NOT NULL LIMIT ?"),
+            [EXTRA_SAMPLE_ROWS],
+        )
+        for (extra,) in sample:
+            found.update(backend.dialect.decode_json(extra) or {})
+    return found

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from .. import _json
+from ..errors import ConfigurationError
 
 if TYPE_CHECKING:
     from typing_extensions import LiteralString
@@ -92,6 +93,10 @@ class Dialect:
         """Quote an identifier."""
         return '"' + name.replace('"', '""') + '"'
 
+    def extra_key(self, key: str) -> str:
+        """What to bind for `key` on the right of ``m.extra -> ?`` (a top-level key)."""
+        return key
+
     def extra_number_sql(self) -> tuple[str, int]:
         """SQL reading the key ``?`` of ``m.extra`` as a number (NaN and ±inf included, other
         JSON as NULL), and how many times the key is bound."""
@@ -133,6 +138,17 @@ class SQLiteDialect(Dialect):
 
     def decode_json(self, value: Any) -> Any:
         return _json.decode(value)  # SQLite returns JSON as text
+
+    def extra_key(self, key: str) -> str:
+        # SQLite's -> reads a bare text as a path ('a.b' is a nested key, '$x' an error):
+        # quote the key as one label; a label cannot hold a double quote
+        if '"' in key:
+            raise ConfigurationError(
+                f"metric key {key!r} holds a double quote and has no column of its own (it "
+                "is kept in metrics.extra), which SQLite's JSON paths cannot address; read "
+                "it with tracker.metrics() or tracker.query()"
+            )
+        return f'$."{key}"'
 
     def extra_number_sql(self) -> tuple[str, int]:
         # NaN and ±inf sit in JSON as {"$float": "NaN"} (see _json.FLOAT_TAG); SQLite's NaN is
