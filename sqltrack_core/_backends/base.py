@@ -74,6 +74,12 @@ class Backend(Protocol):
         """Open a transaction; `exclusive` also serialises it against other writers' schema changes."""
         ...
 
+    def read_only(self) -> AbstractContextManager[None]:
+        """A transaction in which SQL cannot change anything (for SQL one user wrote and
+        another runs: a saved view's condition). PostgreSQL enforces it (READ ONLY); on SQLite
+        a SELECT cannot write, so it is a plain read."""
+        ...
+
     def quote(self, name: str) -> str:
         """Quote an identifier for this dialect."""
         ...

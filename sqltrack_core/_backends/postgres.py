@@ -263,6 +263,12 @@ class PostgresBackend:
             with self._errors():
                 tx.__exit__(None, None, None)
 
+    @contextmanager
+    def read_only(self) -> Iterator[None]:
+        with self.transaction():
+            self.execute("SET TRANSACTION READ ONLY")
+            yield
+
     def quote(self, name: str) -> str:
         return '"' + name.replace('"', '""') + '"'
 

@@ -169,6 +169,10 @@ class SQLiteBackend:
                     self.conn.execute("ROLLBACK")
                 raise _translate(exc, self.path) from exc
 
+    @contextmanager
+    def read_only(self) -> Iterator[None]:
+        yield  # a SELECT cannot write here, and BEGIN IMMEDIATE would block the writers
+
     def quote(self, name: str) -> str:
         return '"' + name.replace('"', '""') + '"'
 
