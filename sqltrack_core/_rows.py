@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 import uuid as uuid_module
 from collections.abc import Callable, Iterable, Mapping
@@ -9,7 +10,12 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from . import _json
 from ._backends.base import mask_password
-from .errors import ConfigurationError, DatabaseUnavailableError, NotFoundError
+from .errors import (
+    ConfigurationError,
+    DatabaseUnavailableError,
+    NotFoundError,
+    SQLTrackError,
+)
 
 if TYPE_CHECKING:
     from ._backends import Backend
@@ -100,31 +106,46 @@ def insert_run(
 
 def run_id(backend: Callable[[], Backend], ref: object, url: str) -> int:
     """Resolve a run given as a `Run`, an integer id, or a UUID (object or text) in the
-    database at `url` (named in errors); `backend()` is asked for only if needed."""
+    database at `url` (named in errors); `backend()` is asked for only if needed.
+
+    Raises:
+        NotFoundError: no such run, with the runs it may have meant (the ids around an
+            unknown id, the runs whose UUID starts with a UUID prefix).
+        ConfigurationError: `ref` is neither an id nor a UUID (naming the runs called so).
+    """
     if isinstance(ref, RunLike):
         if ref.id is None:
             raise DatabaseUnavailableError(
                 f"run {ref.uuid} has not reached its database yet; it has no id so far"
             )
         return ref.id
-    b = backend()
     if isinstance(ref, int) and not isinstance(ref, bool):
+        b = backend()
         _, rows = b.fetchall(b.sql("SELECT id FROM runs WHERE id = ?"), (ref,))
-    elif isinstance(ref, (str, uuid_module.UUID)):
-        text = str(ref).strip()
-        if text.isdigit():
-            return run_id(backend, int(text), url)
-        try:
-            parsed = uuid_module.UUID(text)
-        except ValueError:
-            raise ConfigurationError(f"run {ref!r} is neither an integer id nor a UUID") from None
-        _, rows = b.fetchall(b.sql("SELECT id FROM runs WHERE uuid = ?"), (str(parsed),))
-    else:
+        if not rows:
+            raise NotFoundError(_no_id(b, ref, None, url))
+        return int(rows[0][0])
+    if not isinstance(ref, (str, uuid_module.UUID)):
         raise ConfigurationError(
             f"run {ref!r} is a {type(ref).__name__}; expected a Run, an int id or a UUID"
         )
+    text = str(ref).strip()
+    if text.isdigit():
+        b = backend()
+        _, rows = b.fetchall(b.sql("SELECT id FROM runs WHERE id = ?"), (int(text),))
+        if not rows:
+            raise NotFoundError(_no_id(b, int(text), text, url))
+        return int(rows[0][0])
+    try:
+        parsed = str(uuid_module.UUID(text))
+    except ValueError:
+        raise _not_a_reference(backend, ref, text, url) from None
+    b = backend()
+    _, rows = b.fetchall(b.sql("SELECT id FROM runs WHERE uuid = ?"), (parsed,))
     if not rows:
-        raise NotFoundError(f"no run {ref!r} in {mask_password(url)}")
+        raise NotFoundError(
+            f"no run with UUID {parsed!r} in {mask_password(url)}" + _prefix_hint(b, parsed[:8])
+        )
     return int(rows[0][0])
 
 
@@ -139,10 +160,81 @@ def run_uuid(backend: Callable[[], Backend], ref: object, url: str) -> str:
         try:
             return str(uuid_module.UUID(ref.strip()))
         except ValueError:
-            raise ConfigurationError(f"run {ref!r} is neither an integer id nor a UUID") from None
+            raise _not_a_reference(backend, ref, ref.strip(), url) from None
     b = backend()
     _, rows = b.fetchall(b.sql("SELECT uuid FROM runs WHERE id = ?"), (run_id(backend, ref, url),))
     return str(rows[0][0])
+
+
+# -- what an unknown run may have meant (the error paths only) ---------------------------------
+
+#: text that may be the start of a UUID: hex digits and dashes, at least 4 digits
+_UUID_PREFIX = re.compile(r"(?=(?:-*[0-9a-fA-F]){4})[0-9a-fA-F-]{4,36}")
+_SHOWN = 3  # runs named in a hint
+
+
+def _no_id(b: Backend, number: int, text: str | None, url: str) -> str:
+    """An unknown id: the ids on either side of it (and, for typed digits, runs whose UUID
+    starts with them)."""
+    shown = text if text is not None else number
+    message = f"no run {shown!r} in {mask_password(url)}"
+    if text is not None and len(text) >= 4:
+        hint = _prefix_hint(b, text)
+        if hint:
+            return message + hint
+    _, rows = b.fetchall(
+        b.sql(
+            "SELECT (SELECT MAX(id) FROM runs WHERE id < ?), (SELECT MIN(id) FROM runs WHERE id > ?)"
+        ),
+        (number, number),
+    )
+    near = [int(i) for i in rows[0] if i is not None]
+    if not near:
+        return message + "; it has no runs"
+    return message + f"; did you mean run {' or '.join(map(str, near))}?"
+
+
+def _prefix_hint(b: Backend, prefix: str) -> str:
+    """ "; did you mean ..." naming the runs whose UUID starts with `prefix`, or ""."""
+    _, rows = b.fetchall(
+        b.sql("SELECT id, uuid FROM runs WHERE CAST(uuid AS TEXT) LIKE ? ORDER BY id LIMIT ?"),
+        (prefix.lower() + "%", _SHOWN + 1),
+    )
+    if not rows:
+        return ""
+    named = [f"{str(u)!r} (run {i})" for i, u in rows[:_SHOWN]]
+    more = ", or another" if len(rows) > _SHOWN else ""
+    return f"; did you mean {' or '.join(named)}{more}?"
+
+
+def _not_a_reference(
+    backend: Callable[[], Backend], ref: object, text: str, url: str
+) -> SQLTrackError:
+    """The error for text that is neither an id nor a UUID: NotFoundError naming the runs
+    whose UUID starts with it (a UUID prefix), else ConfigurationError naming the runs called
+    so. Without the database, the plain ConfigurationError."""
+    plain = f"run {ref!r} is neither an integer id nor a UUID"
+    try:
+        b = backend()
+        if _UUID_PREFIX.fullmatch(text):
+            hint = _prefix_hint(b, text)
+            if hint:
+                return NotFoundError(f"no run {text!r} in {mask_password(url)}" + hint)
+            return NotFoundError(
+                f"no run {text!r} in {mask_password(url)}: it is not an integer id, not a "
+                "full UUID, and no run's UUID starts with it"
+            )
+        _, rows = b.fetchall(
+            b.sql("SELECT id FROM runs WHERE name = ? ORDER BY id LIMIT ?"), (text, _SHOWN + 1)
+        )
+    except SQLTrackError:
+        return ConfigurationError(plain)
+    ids = [str(row[0]) for row in rows[:_SHOWN]] + (["..."] if len(rows) > _SHOWN else [])
+    if not ids:
+        return ConfigurationError(plain)
+    if len(ids) == 1:
+        return ConfigurationError(f"{plain}; run {ids[0]} is named {text!r}: give its id")
+    return ConfigurationError(f"{plain}; runs {', '.join(ids)} are named {text!r}: give an id")
 
 
 def run_ids(runs: object) -> list[int]:

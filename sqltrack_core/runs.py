@@ -11,7 +11,15 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from . import _json, _process, _rows, _spool
-from ._checks import MAX_INT64, MIN_INT64, check_step, check_tags, check_timestamp, convert
+from ._checks import (
+    MAX_INT64,
+    MIN_INT64,
+    check_description,
+    check_step,
+    check_tags,
+    check_timestamp,
+    convert,
+)
 from ._process import active_runs
 from ._run_provenance import RunProvenance
 from ._status import RunStatus, status_for
@@ -63,7 +71,7 @@ class Run(RunProvenance):
         self.uuid = uuid
         self._reopen = reopen  # continued while its database was away: reopen it on arrival
         self.experiment = experiment
-        self.name = name
+        self._name = name
         self.params = params
         self.tags = tags
         self._comment = comment
@@ -278,6 +286,22 @@ class Run(RunProvenance):
             )
         )
         self.tags = tags
+
+    @property
+    def name(self) -> str | None:
+        """The run's name; assigning it writes it (``run.name = "lr3e-4"``), in order with
+        what was logged before, also while the database is away or after the run ended."""
+        return self._name
+
+    @name.setter
+    def name(self, name: str | None) -> None:
+        check_description(self.experiment, name, None, None)
+        self._write(
+            lambda b, run_id: b.execute(
+                b.sql("UPDATE runs SET name = ? WHERE id = ?"), (name, run_id)
+            )
+        )
+        self._name = name  # only once written (or queued): a refused name changes nothing
 
     @property
     def comment(self) -> str | None:
