@@ -37,7 +37,7 @@ def migrate(url: str | None, directory: str | None) -> None:
 def sql(url: str | None, statement: str, fmt: str) -> None:
     """Run any SQL statement and print its result."""
     tracker = open_tracker(url)
-    emit(tracker.query(statement), fmt)
+    emit(tracker.query(statement), fmt, nan_shown=True)  # NULL and NaN stay apart
 
 
 @cli.command()
