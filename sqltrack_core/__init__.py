@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ._manage import Deleted
 from .errors import (
     ConfigurationError,
     DatabaseError,
@@ -15,6 +16,8 @@ from .errors import (
     SQLTrackWarning,
     UnsupportedURLError,
 )
+from .export import ExportResult
+from .lineage import lineage_tree
 from .runs import Run, RunStatus
 from .tracker import Options, Tracker, connect, start_run
 
@@ -24,6 +27,8 @@ __all__ = [
     "ConfigurationError",
     "DatabaseError",
     "DatabaseUnavailableError",
+    "Deleted",
+    "ExportResult",
     "MetricTypeError",
     "MigrationError",
     "MissingDependencyError",
@@ -38,5 +43,6 @@ __all__ = [
     "UnsupportedURLError",
     "__version__",
     "connect",
+    "lineage_tree",
     "start_run",
 ]

@@ -7,272 +7,170 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import _json
-from ._backends.sqltext import to_driver
-from ._columns import Family, family_of_sql_type
+from ._backends.sqltext import ParamStyle, to_driver
+from ._history import datetimes as _datetimes
+from ._history import metric_columns
+from ._history import read as read_history
+from ._history import require_pandas as _require_pandas
+from ._history_sql import parse_window
 from ._runs_query import (
     AGGREGATIONS,
     TIME_COLUMNS,
+    RunsQuery,
     build_runs_query,
     check_limit,
+    extra_keys,
     parse_metric_specs,
     parse_order,
 )
-from .errors import MissingDependencyError
+from ._selection import Selection, check_patterns, choose, flatten
+from ._suggest import did_you_mean
+from .errors import ConfigurationError, NotFoundError
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from ._backends import Backend
-    from ._backends.dialect import Dialect
 
 __all__ = ["AGGREGATIONS", "lineage", "metrics", "query", "run_info", "runs"]
 
 
-def _require_pandas() -> None:
-    try:
-        import pandas  # noqa: F401
-    except ImportError as exc:
-        raise MissingDependencyError(
-            "reading runs into DataFrames needs pandas, which is not installed; "
-            "run: pip install 'sqltrack-core[pandas]'"
-        ) from exc
+def runs(b: Backend, experiment: str | None = None, **options: Any) -> pd.DataFrame:
+    """See `Tracker.runs` (the same keywords, and `stale_after`: a running run whose heartbeat
+    is older than that many seconds is reported ``crashed``)."""
+    return read_runs(b, experiment, **options).frame
 
 
-def metric_columns(backend: Backend) -> dict[str, tuple[str, Family | None]]:
-    """Logged key -> (column name, family), in the order the columns were made."""
-    _, rows = backend.fetchall(
-        "SELECT key, column_name, sql_type FROM metric_columns ORDER BY created_at, column_name"
-    )
-    return {key: (name, family_of_sql_type(sql_type)) for key, name, sql_type in rows}
+@dataclass
+class RunsRead:
+    """What `read_runs` returns: the frame, the query it ran with the crashed cutoff it bound
+    (`stale`), the params chosen, and each param label's JSON path in ``runs.params``."""
+
+    frame: pd.DataFrame
+    query: RunsQuery
+    stale: Any
+    selection: Selection
+    paths: dict[str, tuple[str, ...]]
 
 
-def _flatten(prefix: str, value: Any, into: dict[str, Any]) -> None:
-    if isinstance(value, dict) and value:
-        for key, inner in value.items():
-            _flatten(f"{prefix}.{key}", inner, into)
-    else:
-        into[prefix] = value
-
-
-def runs(
+def read_runs(
     b: Backend,
     experiment: str | None = None,
     *,
     stale_after: float,
     metrics: Mapping[str, str] | Sequence[tuple[str, str]] | Sequence[str] | None = None,
+    params: str | Sequence[str] | None = None,
+    varying: bool = False,
     where: str | None = None,
     args: Sequence[Any] = (),
     order_by: str | Sequence[str] | None = None,
     limit: int | None = None,
-) -> pd.DataFrame:
-    """See `Tracker.runs`; a running run whose heartbeat is older than `stale_after` seconds
-    is reported ``crashed``."""
+) -> RunsRead:
+    """`runs`, with what views need besides the frame (see `RunsRead`)."""
     _require_pandas()
     import pandas as pd
 
     specs = parse_metric_specs(metrics)
     order = parse_order(order_by)
     check_limit(limit)
+    patterns = check_patterns(params)
+    _check_filter(varying, where, args, b.dialect.paramstyle)
     columns = metric_columns(b) if specs or any(isinstance(f, tuple) for f, _ in order) else {}
-    chosen = None
-    if experiment is not None:
-        # By id, looked up first: the planner then knows how many runs the experiment has
-        # (PostgreSQL rarely analyzes a table as small as experiments; a join by name left it
-        # guessing, and at 20,000 runs it chose an index scan per run: 3x the time).
-        _, found = b.fetchall(b.sql("SELECT id FROM experiments WHERE name = ?"), (experiment,))
-        chosen = (found[0][0] if found else None,)
+    chosen = None if experiment is None else (_experiment_id(b, experiment),)
+    stale = b.timestamp(time.time() - stale_after)
     query = build_runs_query(
         b.dialect,
         specs=specs,
         order=order,
         columns=columns,
-        stale=b.timestamp(time.time() - stale_after),
+        stale=stale,
         experiment=chosen,
         where=where,
         args=args,
         limit=limit,
+        extra_keys=extra_keys(b, specs, order, columns),
     )
     names, rows = b.fetchall(b.sql(query.sql), query.params)
-    records = []
     base = names.index("params") + 1
+    paths: dict[str, tuple[str, ...]] = {}
+    records = []
     for row in rows:
         record = dict(zip(names[:base], row[:base], strict=False))
         record["uuid"] = str(record["uuid"])
         record["tags"] = _json.decode(record["tags"])
-        run_params: dict[str, Any] = _json.decode(record.pop("params")) or {}
-        for key, value in run_params.items():
-            _flatten(f"params.{key}", value, record)
+        flatten(_json.decode(record.pop("params")), record, paths)
         shown = zip(specs, query.families, row[base:], strict=False)
         for (key, agg), family, value in shown:
             record[f"{key}:{agg}"] = b.dialect.decode(value, family)
         records.append(record)
+    selection = choose(records, sorted(paths), patterns, varying=varying)
     fixed = names[:base]
     fixed.remove("params")
-    param_columns = sorted({k for r in records for k in r if k.startswith("params.")})
-    labels = fixed + param_columns + [f"{k}:{a}" for k, a in specs]
+    labels = fixed + selection.columns + [f"{k}:{a}" for k, a in specs]
     df: pd.DataFrame = pd.DataFrame.from_records(records, columns=labels)
     for label in TIME_COLUMNS:  # from the integers the query returned
         position = names.index(label)
         df[label] = _datetimes(tuple(row[position] for row in rows), b.dialect)
-    return df
+    if varying:
+        df.attrs["equal_params"] = selection.equal
+    return RunsRead(df, query, stale, selection, paths)
 
 
-_DTYPES = {"int": "Int64", "float": "float64", "bool": "boolean"}
+def _check_filter(varying: object, where: object, args: Sequence[Any], style: ParamStyle) -> None:
+    if not isinstance(varying, bool):
+        raise ConfigurationError(f"varying {varying!r} must be True or False")
+    if where is not None and not isinstance(where, str):
+        raise ConfigurationError(
+            f"where {where!r:.80} has type {type(where).__name__}; expected SQL text such as "
+            "'r.status = ?'"
+        )
+    if isinstance(args, (str, bytes)) or not isinstance(args, Sequence):
+        raise ConfigurationError(
+            f"args {args!r:.80} has type {type(args).__name__}; expected a list of values, one "
+            "per ? of where"
+        )
+    if args and not where:
+        raise ConfigurationError(
+            f"args {list(args)!r:.80} given without where; they bind the ? placeholders of a "
+            "where condition"
+        )
+    if where:
+        to_driver(where, list(args), style)  # one arg per ?, named in the message
 
 
-def metrics(b: Backend, ids: list[int], keys: Iterable[str] | None = None) -> pd.DataFrame:
-    """See `Tracker.metrics`.
-
-    A metric whose key is one of the frame's own columns (``run_id``, ``step``, ``logged_at``)
-    is shown with a trailing underscore (``step_``), as `sanitize` does for reserved words.
-    """
-    _require_pandas()
-    import numpy as np
-    import pandas as pd
-
-    columns = metric_columns(b)
-    wanted = None if keys is None else list(dict.fromkeys(keys))
-    if not ids:
-        labels = _labels(list(columns) if wanted is None else wanted)
-        empty_frame: pd.DataFrame = pd.DataFrame(columns=[*_FRAME_COLUMNS, *labels])
-        return empty_frame
-    selected = [(k, columns[k]) for k in (columns if wanted is None else wanted) if k in columns]
-    # one run's history (the common case) leaves out run_id: it is known, and every fetched
-    # column costs a Python object per row
-    fixed = ["step", b.dialect.epoch_sql("logged_at")]
-    if len(ids) > 1:
-        fixed.insert(0, "run_id")
-    marks = ", ".join("?" for _ in ids)
-    select = ", ".join([*fixed, *(b.quote(c[0]) for _, c in selected), "extra"])
-    _names, rows = b.fetchall(
-        b.sql(f"SELECT {select} FROM metrics WHERE run_id IN ({marks}) ORDER BY run_id, step"),
-        ids,
-    )
-    # One tuple per column (zip runs in C); an empty result still has every column.
-    raw: list[tuple[Any, ...]] = list(zip(*rows, strict=True))
-    raw = raw or [()] * (len(fixed) + len(selected) + 1)
-    size = len(rows)
-    start = len(fixed)
-    stored = {key: raw[position] for position, (key, _) in enumerate(selected, start=start)}
-    # Columns go in as arrays, so that the frame has no indexes to align; they are built
-    # from the raw values (pandas inferring first would turn a missing int into a float64
-    # NaN, rounding big ints, a missing bool into True, and a NaN into "missing").
-    arrays = {
-        key: _column_array(values, columns[key][1], b.dialect) for key, values in stored.items()
-    }
-    extras = _extras(raw[-1], wanted)
-    if wanted is None:  # keep only metrics these runs logged
-        shown = [k for k in stored if k in extras or arrays[k] is not None]
-        shown += [k for k in extras if k not in stored]
-    else:
-        shown = wanted
-    data: dict[str, Any] = {
-        "run_id": (
-            np.full(size, ids[0], dtype=np.int64)
-            if len(ids) == 1
-            else np.fromiter(raw[0], dtype=np.int64, count=size)
-        ),
-        "step": np.fromiter(raw[start - 2], dtype=np.int64, count=size),
-        "logged_at": _datetimes(raw[start - 1], b.dialect),
-    }
-    for key, label in zip(shown, _labels(shown), strict=True):
-        values = stored.get(key)
-        extra = extras.get(key)
-        if values is None:  # no column: only in extra, or not logged at all
-            data[label] = pd.Series(extra or [None] * size, dtype=object)
-        elif extra is not None:  # a key with a column whose value did not fit it at some steps
-            family = columns[key][1]
-            merged = [
-                e if v is None else b.dialect.decode(v, family)
-                for v, e in zip(values, extra, strict=True)
-            ]
-            data[label] = pd.Series(merged, dtype=object)
-        else:
-            array = arrays[key]
-            if array is None:  # asked for by key, never logged by these runs
-                array = _column_array(values, columns[key][1], b.dialect, empty=True)
-            data[label] = array
-    df: pd.DataFrame = pd.DataFrame(data, copy=False)  # columns in insertion order
-    return df
+def _experiment_id(b: Backend, name: str) -> int:
+    """The id of experiment `name`; NotFoundError naming the close ones if there is none."""
+    if not isinstance(name, str):
+        raise ConfigurationError(
+            f"experiment {name!r} has type {type(name).__name__}; expected its name (a str)"
+        )
+    # By id, looked up first: the planner then knows how many runs the experiment has
+    # (PostgreSQL rarely analyzes a table as small as experiments; a join by name left it
+    # guessing, and at 20,000 runs it chose an index scan per run: 3x the time).
+    _, found = b.fetchall(b.sql("SELECT id FROM experiments WHERE name = ?"), (name,))
+    if found:
+        return int(found[0][0])
+    _, known = b.fetchall(b.sql("SELECT name FROM experiments"))
+    raise NotFoundError(did_you_mean(name, [row[0] for row in known], what="experiment"))
 
 
-def _extras(column: tuple[Any, ...], wanted: list[str] | None) -> dict[str, list[Any]]:
-    """Key -> its value at each row, from the ``extra`` JSON column (`wanted` keys only)."""
-    extras: dict[str, list[Any]] = {}
-    size = len(column)
-    if column.count(None) == size:
-        return extras
-    for position, extra in enumerate(column):
-        if extra is None:
-            continue
-        for key, value in _json.decode(extra).items():
-            if wanted is None or key in wanted:
-                extras.setdefault(key, [None] * size)[position] = value
-    return extras
-
-
-def _datetimes(values: tuple[Any, ...], dialect: Dialect) -> Any:
-    """Timezone-aware datetimes (UTC, microseconds) from the integers ``dialect.epoch_sql``
-    reads times as (numpy reads them as datetimes at once, where psycopg would build a
-    datetime and pandas parse a text per row); None -> NaT."""
-    import numpy as np
-    import pandas as pd
-
-    try:
-        stamps = np.fromiter(values, dtype=np.int64, count=len(values))
-    except TypeError:  # a None: NaT is int64's minimum
-        nat = np.iinfo(np.int64).min
-        stamps = np.array([nat if v is None else v for v in values], dtype=np.int64)
-    moments = stamps.view(dialect.epoch_unit).astype("datetime64[us]")
-    return pd.DatetimeIndex(moments).tz_localize("UTC").array
-
-
-def _column_array(
-    values: tuple[Any, ...], family: Family | None, dialect: Dialect, *, empty: bool = False
-) -> Any:
-    """A metric column as an array of its family's dtype; None if every value is missing.
-
-    `empty` returns the array of a column of missing values instead of None.
-    """
-    import numpy as np
-    import pandas as pd
-
-    if family == "float":
-        # float() of each value, as `_decode` does (SQLite's 'NaN' text and PostgreSQL's
-        # Decimal of a NUMERIC column become floats), and None -> NaN
-        floats = np.fromiter(values, dtype=np.float64, count=len(values))
-        if empty or not np.isnan(floats).all() or values.count(None) < len(values):
-            return floats
-        return None
-    if not empty and values.count(None) == len(values):
-        return None
-    if family == "int":
-        return pd.array(values, dtype="Int64")
-    if family == "bool" and {type(v) for v in values} <= {bool, type(None)}:
-        return pd.array(values, dtype="boolean")
-    decoded = [dialect.decode(v, family) for v in values]
-    # text and unknown types: a Series infers the dtype (str for text) as before
-    return pd.Series(decoded, dtype=_DTYPES.get(family or "")).array
-
-
-_FRAME_COLUMNS = ("run_id", "step", "logged_at")
-
-
-def _labels(keys: list[str]) -> list[str]:
-    """Frame column labels for metric `keys`: the keys, except those equal to a frame column."""
-    used = {*_FRAME_COLUMNS, *keys}
-    labels = []
-    for key in keys:
-        label = key
-        if key in _FRAME_COLUMNS:
-            while label in used:
-                label += "_"
-            used.add(label)
-        labels.append(label)
-    return labels
+def metrics(
+    b: Backend,
+    ids: list[int],
+    keys: str | Iterable[str] | None = None,
+    *,
+    head: int | None = None,
+    tail: int | None = None,
+    steps: tuple[int | None, int | None] | str | None = None,
+    every: int | None = None,
+) -> pd.DataFrame:
+    """See `Tracker.metrics` (`HistoryReader.metrics` in `_history`, where histories are read)."""
+    window = parse_window(head=head, tail=tail, steps=steps, every=every)
+    return read_history(b, ids, keys, window)
 
 
 def lineage(b: Backend, run_id: int) -> pd.DataFrame:
@@ -329,24 +227,43 @@ def run_info(b: Backend, run_id: int, *, stale_after: float) -> dict[str, Any]:
         for d, k, o, e in links
     ]
     history = metrics(b, [run_id])
-    summary = {}
-    for key in history.columns[3:]:
-        series = history[key].dropna()
-        if series.empty:
-            continue
-        entry: dict[str, Any] = {
-            "count": int(series.size),
-            "last": series.iloc[-1],
-            "last_step": int(history.loc[series.index[-1], "step"]),
-        }
-        try:
-            numeric = series.astype(float)
-            entry["min"], entry["max"] = float(numeric.min()), float(numeric.max())
-        except (TypeError, ValueError):
-            pass
-        summary[key] = entry
+    logged = [key for key in history.columns[3:] if not history[key].isna().all()]
+    summary = {key: _summary(history, key) for key in logged}
+    # count, min and max from SQL, so that `show` and `runs` agree on NaN (PostgreSQL's
+    # order: NaN above every number) and on what counts as a value
+    numeric = [key for key in logged if "min" in summary[key]]
+    specs = [f"{key}:{agg}" for key in logged for agg in ("count",)]
+    specs += [f"{key}:{agg}" for key in numeric for agg in ("min", "max")]
+    if specs:
+        row = runs(b, where="r.id = ?", args=[run_id], stale_after=stale_after, metrics=specs)
+        for spec in specs:
+            key, _, agg = spec.rpartition(":")
+            value: Any = row.loc[0, spec]
+            summary[key][agg] = int(value) if agg == "count" else float(value)
     info["metrics"] = summary
     return info
+
+
+def _summary(history: pd.DataFrame, key: str) -> dict[str, Any]:
+    """The last value of `key` in `history` and its step; ``min``/``max`` placeholders for a
+    numeric one (filled from SQL by `run_info`)."""
+    series = history[key].dropna()
+    if series.empty:  # only NaN: the last NaN
+        series = history[key]
+    entry: dict[str, Any] = {
+        "count": int(series.size),
+        "last": series.iloc[-1],
+        "last_step": int(history.loc[series.index[-1], "step"]),
+    }
+    try:
+        series.astype(float)
+    except (TypeError, ValueError):
+        return entry
+    if history[key].dtype != object or all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in series
+    ):
+        entry["min"] = entry["max"] = None
+    return entry
 
 
 def query(

@@ -17,8 +17,11 @@ from ._backends import Backend, open_backend
 from ._backends.base import check_scheme, mask_password, pin_url, resolve_url
 from ._backends.lazy import LazyBackend
 from ._checks import check_description, check_uuid
+from ._history import HistoryReader
+from ._manage import Management
 from ._options import Options
 from ._store import ColumnRegistry
+from ._views import Views
 from ._warn import warn
 from .errors import (
     ConfigurationError,
@@ -26,6 +29,7 @@ from .errors import (
     RunStateError,
     SQLTrackError,
 )
+from .export import ExportMixin
 from .runs import Run
 
 if TYPE_CHECKING:
@@ -38,7 +42,7 @@ _trackers: weakref.WeakSet[Tracker] = weakref.WeakSet()
 _POOL_SIZE = 4  # idle writer connections kept per tracker
 
 
-class Tracker:
+class Tracker(HistoryReader, Management, Views, ExportMixin):
     """A tracking database: start runs in it and read them back.
 
     Example::
@@ -326,10 +330,13 @@ class Tracker:
         experiment: str | None = None,
         *,
         metrics: Mapping[str, str] | Sequence[tuple[str, str]] | Sequence[str] | None = None,
+        params: str | Sequence[str] | None = None,
+        varying: bool | None = None,
         where: str | None = None,
         args: Sequence[Any] = (),
         order_by: str | Sequence[str] | None = None,
         limit: int | None = None,
+        view: str | None = None,
     ) -> pd.DataFrame:
         """One row per run: status (stale heartbeat -> ``crashed``), times, ``params.*``, aggregates.
 
@@ -340,8 +347,14 @@ class Tracker:
         Args:
             experiment: only runs of this experiment.
             metrics: per-run aggregations computed in SQL, e.g. ``{"val/acc": "max"}`` or
-                ``["val/acc:max", "val/acc:last"]``; aggregations are ``last``, ``first``,
-                ``min``, ``max``, ``mean`` and ``count``. Columns are named ``key:agg``.
+                ``["val/acc:argmax", "val/acc:p90"]``: last, first, min, max, mean, count,
+                argmin, argmax, at=STEP, mean_last=K, pQ, median (grammar, meanings, NaN rule:
+                `sqltrack_core._runs_query`'s docstring). Columns are named ``key:agg``.
+            params: the ``params.*`` columns, in this order: flattened names without
+                ``params.`` or fnmatch globs (``["lr", "optim.*"]``, a glob's matches sorted);
+                None: all. A name that no run returned has raises NotFoundError.
+            varying: hide the params equal in every run returned (one missing somewhere
+                varies); ``df.attrs["equal_params"]`` maps those hidden to their value.
             where: an extra SQL condition on the ``runs`` table aliased ``r`` (trusted SQL),
                 with ``?`` placeholders bound from `args`.
             order_by: sort in SQL (default: by run id) by a metric spec ``KEY:AGG`` (one of
@@ -351,28 +364,15 @@ class Tracker:
                 descending; a list sorts by each in turn. Missing values come last either
                 way, NaN above every number (as PostgreSQL orders it), ties by run id.
             limit: at most this many runs (the first ones in that order), cut in SQL.
+            view: a saved view (`save_view`); each argument given (not None) overrides its own.
 
         Raises:
             ConfigurationError: a malformed spec, an unknown order_by column, a bad limit.
+            NotFoundError: an unknown experiment, metric key, param or view.
         """
-        with self._lock:
-            return analysis.runs(
-                self.backend,
-                experiment,
-                stale_after=self.options.stale_after,
-                metrics=metrics,
-                where=where,
-                args=args,
-                order_by=order_by,
-                limit=limit,
-            )
-
-    def metrics(
-        self, run_ids: int | Run | Iterable[int | Run], keys: Iterable[str] | None = None
-    ) -> pd.DataFrame:
-        """One row per run and step, one column per metric named by its original key."""
-        with self._lock:
-            return analysis.metrics(self.backend, _rows.run_ids(run_ids), keys)
+        return self._read_runs(
+            view, experiment, metrics, params, varying, where, args, order_by, limit
+        )
 
     def lineage(self, run: Run | int | str | uuid_module.UUID) -> pd.DataFrame:
         """The ancestors and descendants of a run through ``run_links``, with link kinds."""

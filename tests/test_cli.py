@@ -17,7 +17,21 @@ from click.testing import CliRunner, Result
 import sqltrack_core as sqltrack
 from sqltrack_core.cli import cli
 
-COMMANDS = ["migrate", "runs", "show", "metrics", "lineage", "sql", "sync"]
+COMMANDS = [
+    "migrate",
+    "runs",
+    "show",
+    "metrics",
+    "lineage",
+    "sql",
+    "sync",
+    "views",
+    "experiments",
+    "rename",
+    "move",
+    "delete",
+    "export",
+]
 
 #: run name -> val/acc per step; binary fractions, so every backend prints them exactly
 HISTORIES = {
@@ -83,7 +97,10 @@ def test_runs_table(tracker: sqltrack.Tracker, db_url: str) -> None:
     result = invoke("runs", "--url", db_url, "--metric", "val/acc:max")
     assert result.exit_code == 0, result.output
     assert "val/acc:max" in result.stdout
-    assert "params.optimizer" in result.stdout
+    # the default table shows the params that vary, and names those equal in every run
+    header = next(line for line in result.stdout.splitlines() if "status" in line)
+    assert "lr" in [cell.strip() for cell in header.split("┃")]
+    assert "same in every run: optimizer=adamw" in result.stdout
     for name, best in MAXIMA.items():
         [line] = [ln for ln in result.stdout.splitlines() if f" {name} " in ln]
         cells = [c.strip() for c in line.strip("│ ").split("│")]
@@ -238,7 +255,8 @@ def test_metrics_table(tracker: sqltrack.Tracker, db_url: str) -> None:
 
 
 def test_lineage(tracker: sqltrack.Tracker, db_url: str) -> None:
-    """Verify that `lineage RUN` lists the runs it was linked to, with the link kind."""
+    """Verify that `lineage RUN` draws the runs it was linked to as a tree, with the link kind,
+    and lists the raw links with --format json."""
     runs = log_runs(tracker)
     child = tracker.start_run("finetune", name="child")
     child.link("finetuned_from", runs["alpha"], evidence={"checkpoint": "best.pt"})
@@ -249,9 +267,13 @@ def test_lineage(tracker: sqltrack.Tracker, db_url: str) -> None:
     assert record["relation"] == "ancestor"
     assert record["run_id"] == runs["alpha"].id
     assert record["kind"] == "finetuned_from"
-    table = invoke("lineage", "--url", db_url, str(runs["alpha"].id))
-    assert table.exit_code == 0, table.output
-    assert "descendant" in table.stdout and "finetuned_from" in table.stdout
+    tree = invoke("lineage", "--url", db_url, str(runs["alpha"].id))
+    assert tree.exit_code == 0, tree.output
+    assert tree.stdout.splitlines()[2:] == [
+        "  descendants:",
+        f"    └─ run {child.id}  finetune/child  completed  finetuned_from run "
+        f'{runs["alpha"].id}  (by hand: checkpoint="best.pt")',
+    ]
 
 
 def test_sql(tracker: sqltrack.Tracker, db_url: str) -> None:

@@ -355,14 +355,15 @@ def test_runs_experiment_filter(tracker: sqltrack.Tracker, populated: list[sqltr
     assert tracker.runs("agg")["id"].tolist() == [r.id for r in populated[:3]]
     assert tracker.runs("other")["id"].tolist() == [populated[3].id]
     assert tracker.runs()["id"].tolist() == [r.id for r in populated]
-    assert tracker.runs("missing").empty
+    with pytest.raises(NotFoundError, match="no experiment 'othr'; did you mean 'other'"):
+        tracker.runs("othr")
     assert set(tracker.runs()["experiment"]) == {"agg", "other"}
 
 
 BAD_SPECS = [
     # (id, metrics argument)
-    ("unknown-agg", {"train/loss": "median"}),
-    ("unknown-agg-list", ["train/loss:p99"]),
+    ("unknown-agg", {"train/loss": "medain"}),
+    ("unknown-agg-list", ["train/loss:p999"]),
     ("no-colon", ["train/loss"]),
     ("empty-key", [":max"]),
     ("three-tuple", [("train/loss", "max", "x")]),
@@ -524,7 +525,7 @@ BAD_ORDERS = [
     ("empty", "", None),
     ("dash-only", "-", None),
     ("key-without-agg", "train/loss", None),
-    ("unknown-agg", "train/loss:median", None),
+    ("unknown-agg", "train/loss:medain", None),
     ("empty-key", "-:max", None),
     ("not-a-str", 3, None),
     ("item-not-a-str", ["id", ("val/acc", "max")], None),
@@ -581,14 +582,16 @@ def test_metrics_several_runs_naming_and_order(tracker: sqltrack.Tracker) -> Non
 
 
 def test_metrics_keys_filter_and_order(tracker: sqltrack.Tracker) -> None:
-    """Verify that keys= selects those metrics, in the order given, even keys never logged."""
+    """Verify that keys= selects those metrics in the order given, and that a key nothing
+    ever logged is refused with a suggestion."""
     with tracker.start_run("m") as run:
         run.log({"a": 1, "b": 2.5, "c": "x"}, step=0)
-    df = tracker.metrics(run.id, keys=["c", "a", "never"])
-    assert list(df.columns) == ["run_id", "step", "logged_at", "c", "a", "never"]
+    df = tracker.metrics(run.id, keys=["c", "a"])
+    assert list(df.columns) == ["run_id", "step", "logged_at", "c", "a"]
     assert df.loc[0, "c"] == "x"
     assert df.loc[0, "a"] == 1
-    assert pd.isna(df.loc[0, "never"])
+    with pytest.raises(NotFoundError, match="no metric key 'never'"):
+        tracker.metrics(run.id, keys=["c", "never"])
     only_b = tracker.metrics([run], keys=["b"])
     assert list(only_b.columns) == ["run_id", "step", "logged_at", "b"]
 
@@ -791,3 +794,34 @@ def test_query_with_driver_placeholders(
     empty = tracker.query("SELECT id FROM runs WHERE name = ?", ["nobody"])
     assert empty.empty
     assert list(empty.columns) == ["id"]
+
+
+def test_where_names_run_columns_without_an_alias(tracker: sqltrack.Tracker) -> None:
+    """Verify that `where` is a condition on runs alone: a bare `name` is the run's name, not
+    ambiguous with the experiment's, and `r.` still works; the CLI takes it the same way."""
+    from click.testing import CliRunner
+
+    from sqltrack_core.cli import cli
+
+    for name in ("base-1", "base-2", "other"):
+        tracker.start_run("exp", name=name).finish()
+    bare = tracker.runs(where="name LIKE ?", args=["base-%"])["name"].tolist()
+    aliased = tracker.runs(where="r.name LIKE ?", args=["base-%"])["name"].tolist()
+    assert bare == aliased == ["base-1", "base-2"]
+    result = CliRunner().invoke(
+        cli,
+        [
+            "runs",
+            "--url",
+            tracker.url,
+            "--where",
+            "name LIKE ?",
+            "--arg",
+            "base-%",
+            "--format",
+            "csv",
+        ],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    assert [line.split(",")[0] for line in result.stdout.splitlines()[1:]] == ["1", "2"]

@@ -18,7 +18,7 @@ except ImportError:  # pragma: no cover - exercised by the console script withou
     click = None  # type: ignore[assignment]
 
 if click is not None:
-    from . import admin, lineage, metrics, runs, show  # noqa: F401  (they register commands)
+    from . import admin, experiments, export, lineage, metrics, runs, show, views  # noqa: F401  (they register commands)
     from ._base import cli
 
 
