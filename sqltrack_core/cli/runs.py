@@ -26,23 +26,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: how many params the default table shows at most (fewer when the terminal is narrow)
 HANDFUL = 5
 _CAP = 40  # a text cell wider than this is cut when a table does not fit
-#: the columns of `Tracker.runs` before the params and aggregates
-_RUN_COLUMNS = frozenset(
-    [
-        "id",
-        "uuid",
-        "experiment",
-        "name",
-        "status",
-        "created_at",
-        "started_at",
-        "ended_at",
-        "heartbeat_at",
-        "owner",
-        "tags",
-        "comment",
-    ]
-)
 _PARAMS = "params."
 
 
@@ -207,7 +190,8 @@ def table_frame(
     if df["experiment"].nunique() > 1:
         fixed.insert(1, "experiment")
     params = [c for c in df.columns if str(c).startswith(_PARAMS)]
-    aggregates = [c for c in df.columns if c not in _RUN_COLUMNS and c not in params]
+    # KEY:AGG: every aggregate's name has a colon, no run column's does
+    aggregates = [c for c in df.columns if ":" in str(c) and c not in params]
     equal: dict[str, Any] = df.attrs.get("equal_params", {})
     notes = []
     if short:
