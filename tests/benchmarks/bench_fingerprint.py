@@ -3,7 +3,8 @@
 Measured on CPU tensors (this script does not use a GPU), as medians over ``--repeat``:
 
 - ``fingerprint_state_dict`` throughput in GB/s over a synthetic state dict of ``--mb`` MB
-  (tensors of 4M elements), for float32 and bfloat16, full and sampled
+  (tensors of 4M elements), for float32 and bfloat16 torch tensors and float32 numpy arrays
+  (Keras' weights), full and sampled
   (``sample_above=65536``: each tensor hashes ~64k elements at a fixed stride), with the cast
   keys that let a bf16/fp16 copy find its fp32 source (the default since issue 14) and without
   them (``cast_keys=False``: exact hashes only, as before), and what the keys add;
@@ -77,9 +78,11 @@ def main() -> None:
     started = time.time()
 
     rows = []
-    for dtype in (torch.float32, torch.bfloat16):
-        tensors = state_dict(args.mb, dtype)
+    for dtype in (torch.float32, torch.bfloat16, "numpy float32"):
+        tensors = state_dict(args.mb, torch.float32 if isinstance(dtype, str) else dtype)
         size = nbytes(tensors)
+        if isinstance(dtype, str):  # as Keras hands its weights over: numpy arrays
+            tensors = {k: v.numpy() for k, v in tensors.items()}
         fingerprint_state_dict(tensors)  # warm-up
         for label, sample in (("full", None), ("sampled (64k elements/tensor)", 65536)):
             exact, cast = (
