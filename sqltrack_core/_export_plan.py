@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _json
 from ._columns import family_of, family_of_sql_type
+from ._history import unique_labels
 from ._rows import RunLike
 from ._suggest import did_you_mean
 from .errors import ConfigurationError, NotFoundError
@@ -128,22 +129,6 @@ def _check_keys(keys: Iterable[str]) -> list[str]:
                 f"metric key {key!r} is a {type(key).__name__}; expected a str"
             )
     return wanted
-
-
-def unique_labels(fixed: Sequence[str], keys: Sequence[str]) -> list[str]:
-    """Column labels for `keys` next to the `fixed` columns: each key as it is, except one
-    equal to a fixed column or a label already taken, which gets trailing underscores
-    (``step`` -> ``step_``), as `Tracker.metrics` names them."""
-    used = {*fixed, *keys}
-    labels = []
-    for key in keys:
-        label = key
-        if key in fixed:
-            while label in used:
-                label += "_"
-            used.add(label)
-        labels.append(label)
-    return labels
 
 
 def widen(families: Iterable[str]) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import uuid as uuid_module
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import _json, _rows
@@ -25,7 +25,14 @@ if TYPE_CHECKING:
     from ._backends.dialect import Dialect
     from .runs import Run
 
-__all__ = ["HistoryReader", "datetimes", "metric_columns", "read", "require_pandas"]
+__all__ = [
+    "HistoryReader",
+    "datetimes",
+    "metric_columns",
+    "read",
+    "require_pandas",
+    "unique_labels",
+]
 
 #: the frame's own columns; a metric key equal to one is shown with a trailing underscore
 FRAME_COLUMNS = ("run_id", "step", "logged_at")
@@ -367,15 +374,22 @@ def _column_array(
     return pd.Series(decoded, dtype=_DTYPES.get(family or "")).array
 
 
-def _labels(keys: list[str]) -> list[str]:
-    """Frame column labels for metric `keys`: the keys, except those equal to a frame column."""
-    used = {*FRAME_COLUMNS, *keys}
+def unique_labels(fixed: Sequence[str], keys: Sequence[str]) -> list[str]:
+    """Column labels for `keys` next to the `fixed` columns: each key as it is, except one
+    equal to a fixed column or a label already taken, which gets trailing underscores
+    (``step`` -> ``step_``), as `Tracker.metrics` and exports name them."""
+    used = {*fixed, *keys}
     labels = []
     for key in keys:
         label = key
-        if key in FRAME_COLUMNS:
+        if key in fixed:
             while label in used:
                 label += "_"
             used.add(label)
         labels.append(label)
     return labels
+
+
+def _labels(keys: list[str]) -> list[str]:
+    """Frame column labels for metric `keys`: the keys, except those equal to a frame column."""
+    return unique_labels(FRAME_COLUMNS, keys)
