@@ -6,7 +6,7 @@ pandas is imported only inside these functions.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +16,6 @@ from ._history import datetimes as _datetimes
 from ._history import metric_columns
 from ._history import read as read_history
 from ._history import require_pandas as _require_pandas
-from ._history_sql import parse_window
 from ._runs_query import (
     AGGREGATIONS,
     TIME_COLUMNS,
@@ -36,7 +35,7 @@ if TYPE_CHECKING:
 
     from ._backends import Backend
 
-__all__ = ["AGGREGATIONS", "lineage", "metrics", "query", "run_info", "runs"]
+__all__ = ["AGGREGATIONS", "lineage", "query", "run_info", "runs"]
 
 
 def runs(b: Backend, experiment: str | None = None, **options: Any) -> pd.DataFrame:
@@ -158,21 +157,6 @@ def _experiment_id(b: Backend, name: str) -> int:
     raise NotFoundError(did_you_mean(name, [row[0] for row in known], what="experiment"))
 
 
-def metrics(
-    b: Backend,
-    ids: list[int],
-    keys: str | Iterable[str] | None = None,
-    *,
-    head: int | None = None,
-    tail: int | None = None,
-    steps: tuple[int | None, int | None] | str | None = None,
-    every: int | None = None,
-) -> pd.DataFrame:
-    """See `Tracker.metrics` (`HistoryReader.metrics` in `_history`, where histories are read)."""
-    window = parse_window(head=head, tail=tail, steps=steps, every=every)
-    return read_history(b, ids, keys, window)
-
-
 def lineage(b: Backend, run_id: int) -> pd.DataFrame:
     """See `Tracker.lineage`: one row per link on a path to or from the run."""
     _require_pandas()
@@ -226,7 +210,7 @@ def run_info(b: Backend, run_id: int, *, stale_after: float) -> dict[str, Any]:
         {"direction": d, "kind": k, "run_id": o, "evidence": _json.decode(e)}
         for d, k, o, e in links
     ]
-    history = metrics(b, [run_id])
+    history = read_history(b, [run_id])
     logged = [key for key in history.columns[3:] if not history[key].isna().all()]
     summary = {key: _summary(history, key) for key in logged}
     # count, min and max from SQL, so that `show` and `runs` agree on NaN (PostgreSQL's
